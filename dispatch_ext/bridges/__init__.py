@@ -1,0 +1,1 @@
+"""Bridges that run dispatch-ext extensions inside other job engines."""

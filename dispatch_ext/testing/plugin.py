@@ -1,0 +1,1 @@
+"""pytest plugin: fixtures for extension authors (see dispatch_ext.testing)."""
