@@ -340,8 +340,11 @@ class Registry:
             )
         if not self.strict:
             return failures
+        note = f"in extension {impl.ext_name!r}, hook {impl.hook}"
         if hasattr(exc, "add_note"):
-            exc.add_note(f"in extension {impl.ext_name!r}, hook {impl.hook}")
+            exc.add_note(note)
+        else:  # Python 3.10: set the attribute the exceptiongroup backport prints
+            setattr(exc, "__notes__", [*getattr(exc, "__notes__", ()), note])  # noqa: B010
         return [*(failures or ()), exc]
 
     def _raise_group(self, hook: str, failures: list[BaseException]) -> None:

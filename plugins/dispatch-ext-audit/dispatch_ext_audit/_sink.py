@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import time
@@ -12,24 +11,15 @@ from typing import IO
 
 __all__ = ["JsonLinesFile"]
 
-_open_files: weakref.WeakSet[JsonLinesFile] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    # A process that exits without a graceful engine shutdown still keeps its lines.
-    for sink in list(_open_files):
-        sink.close()
-
 
 class JsonLinesFile:
     """Appends lines to a UTF-8 file.
 
     The file is opened on the first line (so building the extension creates nothing),
     written through a buffer, and flushed when a write finds the last flush older than
-    ``flush_interval`` seconds, on :meth:`flush` / :meth:`close`, and when the interpreter
-    exits. ``flush_interval=0`` flushes every line. A write after :meth:`close` opens the
-    file again. Safe to share between threads.
+    ``flush_interval`` seconds, on :meth:`flush` / :meth:`close`, when the sink is garbage
+    collected and when the interpreter exits. ``flush_interval=0`` flushes every line. A
+    write after :meth:`close` opens the file again. Safe to share between threads.
     """
 
     def __init__(self, path: str | os.PathLike[str], flush_interval: float = 1.0) -> None:
@@ -39,6 +29,7 @@ class JsonLinesFile:
         self.flush_interval = float(flush_interval)
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
+        self._closer: weakref.finalize[[], JsonLinesFile] | None = None
         self._flush_due = 0.0
 
     def write(self, line: str) -> None:
@@ -62,10 +53,9 @@ class JsonLinesFile:
     def close(self) -> None:
         """Flush and close the file; a later :meth:`write` opens it again."""
         with self._lock:
-            file, self._file = self._file, None
-            _open_files.discard(self)
-            if file is not None:
-                file.close()
+            closer, self._closer, self._file = self._closer, None, None
+            if closer is not None:
+                closer()
 
     def _open(self) -> IO[str]:
         try:
@@ -79,7 +69,9 @@ class JsonLinesFile:
             ) from exc
         self._file = file
         self._flush_due = 0.0  # the first line reaches the file at once
-        _open_files.add(self)
+        # Closes (and so flushes) the file when the sink is collected or the process exits
+        # without a graceful shutdown.
+        self._closer = weakref.finalize(self, file.close)
         return file
 
     def __repr__(self) -> str:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import time
 from typing import Any
 
 from dispatch_ext import CronEntry, Job, WorkflowRun
@@ -22,11 +23,23 @@ PATH_ENV = "DISPATCH_AUDIT_PATH"
 
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _UTC = dt.timezone.utc
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+# No payloads are written, so no record can hold a cycle: skip the circularity check.
+_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False, default=str
+).encode
+_second: tuple[int, str] = (-1, "")
 
 
 def _now() -> str:
-    return dt.datetime.now(_UTC).isoformat()
+    """The current time, ISO 8601 in UTC with microseconds; formats once per second."""
+    global _second
+    micros = time.time_ns() // 1000
+    seconds, fraction = divmod(micros, 1_000_000)
+    cached, prefix = _second
+    if seconds != cached:
+        prefix = dt.datetime.fromtimestamp(seconds, _UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (seconds, prefix)
+    return f"{prefix}.{fraction:06d}+00:00"
 
 
 def _reason(error: BaseException | None) -> str | None:

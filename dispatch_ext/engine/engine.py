@@ -1,0 +1,682 @@
+"""The embedded engine: durable jobs, retries, a dead-letter queue, workflows and cron."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import difflib
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from ..models import Job, RunState, WorkflowRun
+from ..registry import Registry
+from . import backoff as _backoff
+from .cron import ScheduledEntry, parse_schedule
+from .dlq import DeadLetterQueue
+from .errors import UnknownJobError, UnknownWorkflowError
+from .records import JobRecord, RunRecord, dumps, error_text, new_id
+from .settings import EngineSettings, resolve_config
+from .store import Store
+from .store_sqlite import SQLiteStore
+from .threads import ThreadRunner
+from .worker import WorkerPool
+from .workflow import WorkflowContext, WorkflowFunction, WorkflowInterrupted
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..models import CronEntry
+
+__all__ = ["Engine", "JobSpec"]
+
+logger = logging.getLogger("dispatch_ext.engine")
+
+F = TypeVar("F", bound=Callable[..., Any])
+W = TypeVar("W", bound=WorkflowFunction)
+
+_ENQUEUE_OPTIONS = ("priority", "delay", "run_at", "queue", "max_retries", "timeout")
+_HOUSEKEEPING_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A registered job: its handler and its defaults."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    queue: str
+    max_retries: int
+    timeout: float | None
+    backoff: _backoff.Backoff
+
+
+class Engine:
+    """An embedded job engine that announces every state change to extensions.
+
+    Args:
+        store: Where jobs live: a :class:`SQLiteStore` (the default, on the file named by
+            ``[engine] database`` in ``dispatch.toml``, else ``dispatch.sqlite3`` in the
+            current directory), a :class:`MemoryStore`, or a path to a SQLite file.
+        extensions: Extension objects registered first, before discovered ones.
+        autoload: Discover installed extensions (entry-point group
+            ``dispatch.extensions``) when the engine starts.
+        concurrency: How many jobs run at once.
+        config: A :class:`dispatch_ext.config.Config`, a path to a TOML file, or ``None``
+            (read ``DISPATCH_CONFIG`` or ``./dispatch.toml`` when present).
+    """
+
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str] | None = None,
+        extensions: Iterable[object] = (),
+        autoload: bool = True,
+        concurrency: int = 4,
+        config: Config | str | os.PathLike[str] | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        self.config = resolve_config(config)
+        self.settings = EngineSettings.from_config(self.config)
+        if store is None:
+            store = SQLiteStore(self.settings.database)
+        elif isinstance(store, (str, os.PathLike)):
+            store = SQLiteStore(store)
+        self.store: Store = store
+        self.registry = Registry(timeout=self.config.hook_timeout)
+        for ext in extensions:
+            self.registry.register(ext)
+        self.autoload = autoload
+        self.concurrency = concurrency
+        self.dlq = DeadLetterQueue(self)
+        self._listening = self.registry.has_listeners
+        self._jobs: dict[str, JobSpec] = {}
+        self._names: tuple[str, ...] = ()
+        self._workflows: dict[str, WorkflowFunction] = {}
+        self._cron: dict[str, ScheduledEntry] = {}
+        self._gates: dict[str, asyncio.Future[None]] = {}
+        self._threads = ThreadRunner(concurrency)
+        self._pool: WorkerPool | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runs: set[asyncio.Task[None]] = set()
+        self._cron_task: asyncio.Task[None] | None = None
+        self._open_lock: asyncio.Lock | None = None
+        self._opened = False
+        self._started = False
+        self.stopping = False
+
+    def __repr__(self) -> str:
+        state = "running" if self._started else "stopped"
+        return f"<Engine {state} store={self.store!r} jobs={len(self._jobs)}>"
+
+    # -- registration -------------------------------------------------------------------
+
+    @overload
+    def job(self, name: F, /) -> F: ...
+
+    @overload
+    def job(
+        self,
+        name: str,
+        /,
+        *,
+        queue: str = ...,
+        max_retries: int = ...,
+        timeout: float | None = ...,
+        backoff: float | _backoff.Backoff | None = ...,
+    ) -> Callable[[F], F]: ...
+
+    def job(
+        self,
+        name: str | F,
+        /,
+        *,
+        queue: str = "default",
+        max_retries: int = 3,
+        timeout: float | None = 300.0,
+        backoff: float | _backoff.Backoff | None = None,
+    ) -> Callable[[F], F] | F:
+        """Register a job handler: a sync or async function taking the payload.
+
+        Args:
+            name: The job's name, used by :meth:`enqueue`.
+            queue: A label kept with every job.
+            max_retries: Retries after the first attempt before the job is dead.
+            timeout: Seconds an attempt may run (``None``: no limit). A sync handler runs
+                in a thread that cannot be killed: past the timeout the attempt counts as
+                failed and the thread is left to finish on its own.
+            backoff: Seconds before a retry, or a callable ``attempt -> seconds`` (see
+                :mod:`dispatch_ext.engine.backoff`); default: exponential with jitter,
+                1 s to 60 s.
+        """
+        if callable(name):  # used bare: @engine.job
+            return self.job(name.__name__)(name)
+        job_name = name
+
+        def register(fn: F) -> F:
+            self._add_job(job_name, fn, queue, max_retries, timeout, backoff)
+            return fn
+
+        return register
+
+    def _add_job(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        queue: str,
+        max_retries: int,
+        timeout: float | None,
+        backoff: float | _backoff.Backoff | None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a job name must be a non-empty string, got {name!r}")
+        if not callable(fn):
+            raise TypeError(f"job {name!r}: the handler must be callable, got {fn!r}")
+        if name in self._jobs:
+            raise ValueError(
+                f"job {name!r} is already registered (by {self._jobs[name].fn!r}); pick "
+                "another name"
+            )
+        _check_retries(name, max_retries)
+        _check_timeout(name, timeout)
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"job {name!r}: queue must be a non-empty string")
+        self._jobs[name] = JobSpec(
+            name=name,
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            queue=queue,
+            max_retries=max_retries,
+            timeout=None if timeout is None else float(timeout),
+            backoff=_backoff.resolve(backoff, name),
+        )
+        self._names = tuple(sorted(self._jobs))
+        if self._pool is not None:
+            self._pool.wake()
+
+    def workflow(self, name: str) -> Callable[[W], W]:
+        """Register ``async def fn(wf, payload)`` as the workflow ``name``.
+
+        Inside, ``await wf.step(step_name, fn, *args)`` runs a checkpointed step. A run
+        is not retried: a step that raises (and is not caught) fails the run.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a workflow name must be a non-empty string, got {name!r}")
+
+        def register(fn: W) -> W:
+            is_async: bool = inspect.iscoroutinefunction(fn)
+            if not is_async:
+                raise TypeError(f"workflow {name!r}: {fn!r} must be an 'async def fn(wf, payload)'")
+            if name in self._workflows:
+                raise ValueError(f"workflow {name!r} is already registered; pick another name")
+            self._workflows[name] = fn
+            return fn
+
+        return register
+
+    def cron(
+        self, name: str, schedule: str, job: str | Callable[..., Any], payload: Any = None
+    ) -> CronEntry:
+        """Enqueue ``job`` with ``payload`` on a schedule, in UTC, while the engine runs.
+
+        ``schedule`` has five fields (minute hour day-of-month month day-of-week) or six
+        with a leading seconds field (``"*/5 * * * * *"``: every five seconds). A
+        malformed expression is refused at once, naming the entry and the field.
+        Missed fire times (while no engine ran) are not made up.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a cron entry name must be a non-empty string, got {name!r}")
+        if name in self._cron:
+            raise ValueError(f"cron entry {name!r} is already registered; pick another name")
+        parsed = parse_schedule(name, schedule)
+        job_name = job if isinstance(job, str) else self._job_name_of(name, job)
+        text = dumps(payload, f"the payload of cron entry {name!r}")
+        entry = ScheduledEntry(name, parsed, job_name, json.loads(text), text)
+        self._cron[name] = entry
+        if self._started and not self.stopping:
+            self._check_cron()
+            self._restart_cron()
+        return entry.snapshot()
+
+    def _job_name_of(self, entry: str, fn: Callable[..., Any]) -> str:
+        for spec in self._jobs.values():
+            if spec.fn is fn:
+                return spec.name
+        raise UnknownJobError(
+            f"cron entry {entry!r}: {fn!r} is not a registered job; decorate it with "
+            "@engine.job(name) first, or pass the job's name"
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        if self._opened:
+            return
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._is_open():  # another task opened it while this one waited
+                return
+            await self.store.open()
+            if self.autoload:
+                self.registry.load_entrypoints(self.config)
+            self._opened = True
+
+    def _is_open(self) -> bool:
+        return self._opened
+
+    async def start(self) -> None:
+        """Open the store, discover extensions, start the workers and cron.
+
+        Jobs found ``running`` (after a crash) go back to the queue and interrupted
+        workflow runs resume. ``async with engine:`` calls this.
+        """
+        if self._started:
+            return
+        self._check_cron()
+        self.stopping = False
+        await self._open()
+        self._pool = WorkerPool(self, self.concurrency)
+        self._pool.start()
+        self._started = True
+        for run in await self.store.running_runs(tuple(self._workflows)):
+            await self._spawn_run(run, resumed=True)
+        self._restart_cron()
+        if self.settings.keep_completed > 0:
+            self._spawn(self._housekeeping(), "dispatch-housekeeping")
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Shut down gracefully.
+
+        Stop taking work and firing cron entries, let running jobs and workflow steps
+        finish for up to ``timeout`` seconds (default: ``[engine] shutdown_timeout``,
+        30 s), put back what did not finish, emit ``on_shutdown``, close the store.
+        """
+        if not self._opened:
+            return
+        if timeout is None:
+            timeout = self.settings.shutdown_timeout
+        self.stopping = True
+        deadline = time.monotonic() + timeout
+        if self._cron_task is not None:
+            self._cron_task.cancel()
+            await asyncio.gather(self._cron_task, return_exceptions=True)
+            self._cron_task = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.stop(max(0.0, deadline - time.monotonic()))
+        if self._runs:
+            _, late = await asyncio.wait(self._runs, timeout=max(0.0, deadline - time.monotonic()))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self._pool = None
+        self._started = False
+        if self._listening("on_shutdown"):
+            await self._emit("on_shutdown")
+        await self.store.close()
+        self._threads.shutdown()
+        self.registry.close()
+        self._opened = False
+
+    def _hurry(self) -> None:
+        """Stop waiting for running jobs and workflows (a second signal)."""
+        if self._pool is not None:
+            for task in self._pool._workers:
+                task.cancel()
+        for task in self._runs:
+            task.cancel()
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def run(self, *, shutdown_timeout: float | None = None) -> None:
+        """Run until SIGINT or SIGTERM, then shut down gracefully (blocking).
+
+        A second signal during the shutdown stops waiting for running jobs; they go back
+        to the queue.
+        """
+        from .shutdown import serve
+
+        serve(self, shutdown_timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the workers are started."""
+        return self._started
+
+    # -- enqueueing ---------------------------------------------------------------------
+
+    async def enqueue(self, name: str, payload: Any = None, **opts: Any) -> Job:
+        """Store a job and return its snapshot (state ``pending``).
+
+        Returns once the job is committed: from then on it survives a crash.
+
+        Args:
+            name: A registered job.
+            payload: JSON-serialisable data handed to the handler.
+            **opts: ``priority`` (int, higher first; default 0), ``delay`` (seconds or
+                ``timedelta``) or ``run_at`` (aware ``datetime``), ``queue``,
+                ``max_retries``, ``timeout`` (override the job's defaults).
+
+        Raises:
+            UnknownJobError: no job of that name (with a suggestion).
+            PayloadError: the payload is not JSON-serialisable.
+        """
+        job = self._new_job(name, payload, opts)
+        return await self._enqueue(job)
+
+    def _new_job(self, name: str, payload: Any, opts: dict[str, Any]) -> JobRecord:
+        spec = self._jobs.get(name)
+        if spec is None:
+            raise UnknownJobError(self._unknown("job", name, self._jobs, "@engine.job"))
+        text = dumps(payload, f"the payload of job {name!r}")
+        now = time.time()
+        if not opts:
+            return JobRecord(
+                new_id(),
+                name,
+                text,
+                queue=spec.queue,
+                max_retries=spec.max_retries,
+                timeout=spec.timeout,
+                run_at=now,
+                created_at=now,
+            )
+        unknown = [key for key in opts if key not in _ENQUEUE_OPTIONS]
+        if unknown:
+            raise TypeError(
+                f"enqueue({name!r}): unknown option {unknown[0]!r}; the options are "
+                f"{', '.join(_ENQUEUE_OPTIONS)}"
+            )
+        priority = opts.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"enqueue({name!r}): priority must be an int, got {priority!r}")
+        max_retries = opts.get("max_retries", spec.max_retries)
+        _check_retries(name, max_retries)
+        timeout = opts.get("timeout", spec.timeout)
+        _check_timeout(name, timeout)
+        queue = opts.get("queue", spec.queue)
+        if not isinstance(queue, str) or not queue:
+            raise TypeError(f"enqueue({name!r}): queue must be a non-empty string")
+        return JobRecord(
+            new_id(),
+            name,
+            text,
+            queue=queue,
+            priority=priority,
+            max_retries=max_retries,
+            timeout=None if timeout is None else float(timeout),
+            run_at=_run_at(name, now, opts.get("delay"), opts.get("run_at")),
+            created_at=now,
+        )
+
+    async def _enqueue(self, job: JobRecord, after: Callable[[Job], Any] | None = None) -> Job:
+        if not self._opened:
+            await self._open()
+        listening = self._listening("on_job_enqueued") or after is not None
+        gate = self._hold(job.id) if listening else None
+        try:
+            await self.store.add_job(job)
+            if self._pool is not None:
+                self._pool.wake()
+            snapshot = job.snapshot()
+            if self._listening("on_job_enqueued"):
+                await self._emit("on_job_enqueued", job=snapshot)
+            if after is not None:
+                await after(snapshot)
+            return snapshot
+        finally:
+            if gate is not None:
+                self._release(job.id, gate)
+
+    def _hold(self, job_id: str) -> asyncio.Future[None]:
+        """Keep workers from starting ``job_id`` until its hook has been heard."""
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates[job_id] = gate
+        return gate
+
+    def _release(self, job_id: str, gate: asyncio.Future[None]) -> None:
+        if self._gates.get(job_id) is gate:
+            del self._gates[job_id]
+        if not gate.done():
+            gate.set_result(None)
+
+    def _unknown(self, kind: str, name: object, known: Iterable[str], how: str) -> str:
+        choices = list(known)
+        close = difflib.get_close_matches(str(name), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        listing = ", ".join(repr(c) for c in sorted(choices)) or "none"
+        return (
+            f"no {kind} named {name!r} is registered on this engine{hint} Registered: "
+            f"{listing}. Register it with {how}({name!r})."
+        )
+
+    # -- workflows ----------------------------------------------------------------------
+
+    async def start_workflow(self, name: str, payload: Any = None) -> WorkflowRun:
+        """Store a new run of workflow ``name`` and start it (at :meth:`start` if the
+        engine is not running yet). Returns its snapshot (state ``running``)."""
+        if name not in self._workflows:
+            raise UnknownWorkflowError(
+                self._unknown("workflow", name, self._workflows, "@engine.workflow")
+            )
+        text = dumps(payload, f"the payload of workflow {name!r}")
+        await self._open()
+        run = RunRecord(id=new_id(), name=name, input=text, started_at=time.time())
+        await self.store.add_run(run)
+        snapshot = run.snapshot()
+        if self._listening("on_workflow_started"):
+            await self._emit("on_workflow_started", run=snapshot)
+        if self._started and not self.stopping:
+            await self._spawn_run(run, resumed=False)
+        return snapshot
+
+    async def _spawn_run(self, run: RunRecord, resumed: bool) -> None:
+        checkpoints = await self.store.load_steps(run.id) if resumed else {}
+        task = asyncio.create_task(self._run_workflow(run, checkpoints, resumed))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def _run_workflow(
+        self, run: RunRecord, checkpoints: dict[str, str], resumed: bool
+    ) -> None:
+        fn = self._workflows[run.name]
+        wf = WorkflowContext(self, run, checkpoints, resumed)
+        try:
+            output = await fn(wf, json.loads(run.input))
+            text = dumps(output, f"the output of workflow {run.name!r}")
+        except WorkflowInterrupted:
+            logger.info(
+                "workflow run %s (%s) interrupted by shutdown; it resumes at the next start",
+                run.id,
+                run.name,
+            )
+            return
+        except Exception as exc:
+            run.state, run.error, run.completed_at = RunState.FAILED, error_text(exc), time.time()
+            await self.store.finish_run(run)
+            if self._listening("on_workflow_failed"):
+                await self._emit("on_workflow_failed", run=run.snapshot(), error=exc)
+        else:
+            run.state, run.output, run.completed_at = RunState.COMPLETED, text, time.time()
+            await self.store.finish_run(run)
+            if self._listening("on_workflow_completed"):
+                elapsed = dt.timedelta(seconds=max(0.0, run.completed_at - run.started_at))
+                await self._emit("on_workflow_completed", run=run.snapshot(), elapsed=elapsed)
+        finally:
+            if self._pool is not None:
+                self._pool._progress.set()
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        """The stored state of a workflow run, or ``None``."""
+        await self._open()
+        run = await self.store.get_run(run_id)
+        return None if run is None else run.snapshot()
+
+    # -- cron ---------------------------------------------------------------------------
+
+    def _check_cron(self) -> None:
+        for entry in self._cron.values():
+            if entry.job_name not in self._jobs:
+                raise UnknownJobError(
+                    f"cron entry {entry.name!r}: "
+                    + self._unknown("job", entry.job_name, self._jobs, "@engine.job")
+                )
+
+    def _restart_cron(self) -> None:
+        if self._cron_task is not None:
+            self._cron_task.cancel()
+            self._cron_task = None
+        if self._cron:
+            self._cron_task = asyncio.create_task(self._cron_loop(), name="dispatch-cron")
+
+    async def _cron_loop(self) -> None:
+        entries = list(self._cron.values())
+        now = time.time()
+        for entry in entries:
+            entry.next_run_at = entry.schedule.next_after(now)
+        while not self.stopping:
+            delay = min(entry.next_run_at for entry in entries) - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            now = time.time()
+            for entry in entries:
+                if entry.next_run_at <= now and not self.stopping:
+                    entry.next_run_at = entry.schedule.next_after(now)
+                    await self._fire(entry)
+
+    async def _fire(self, entry: ScheduledEntry) -> None:
+        try:
+            job = self._new_job(entry.job_name, entry.payload, {})
+        except Exception:
+            logger.exception("cron entry %r could not build its job", entry.name)
+            return
+
+        async def fired(snapshot: Job) -> None:
+            if self._listening("on_cron_fired"):
+                await self._emit("on_cron_fired", entry=entry.snapshot(), job=snapshot)
+
+        try:
+            await self._enqueue(job, after=fired)
+        except Exception:
+            logger.exception("cron entry %r could not enqueue job %r", entry.name, entry.job_name)
+
+    # -- waiting, reading ---------------------------------------------------------------
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until no job is pending, running or retrying and no workflow runs.
+
+        Delayed jobs and scheduled retries count: they are waited for.
+
+        Raises:
+            RuntimeError: the engine is not running (``async with engine:`` first).
+            TimeoutError: ``timeout`` seconds passed first.
+        """
+        pool = self._pool
+        if pool is None or not self._started:
+            raise RuntimeError("drain() needs a running engine: use 'async with engine:' first")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._started and not self.stopping:
+            if not pool.busy and not self._runs:
+                left = await self.store.count_active(self._names)
+                if left == 0 and not pool.busy and not self._runs:
+                    return
+            wait = 0.25
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    counts = await self.store.counts()
+                    raise TimeoutError(
+                        f"drain() gave up after {timeout:g} s: {counts['pending']} pending, "
+                        f"{counts['running']} running, {counts['retrying']} retrying job(s), "
+                        f"{len(self._runs)} workflow run(s) active"
+                    )
+                wait = min(wait, remaining)
+            await pool.wait_progress(wait)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The stored state of a job, or ``None``."""
+        await self._open()
+        job = await self.store.get_job(job_id)
+        return None if job is None else job.snapshot()
+
+    async def counts(self) -> dict[str, int]:
+        """Number of stored jobs per state (``pending``, ``running``, ``retrying``,
+        ``completed``, ``failed``, ``dead``)."""
+        await self._open()
+        return await self.store.counts()
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _emit(self, hook: str, /, **kwargs: Any) -> None:
+        """Emit through the registry; a failure there never reaches the job's state."""
+        try:
+            await self.registry.aemit(hook, **kwargs)
+        except Exception as exc:  # strict registries raise an ExceptionGroup after all ran
+            logger.error("%s: extension failure(s) ignored by the engine: %s", hook, exc)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _housekeeping(self) -> None:
+        keep = self.settings.keep_completed
+        while not self.stopping:
+            try:
+                removed = await self.store.prune(time.time() - keep)
+                if removed:
+                    logger.debug("pruned %d completed job(s)", removed)
+            except Exception:
+                logger.exception("pruning completed jobs failed")
+            await asyncio.sleep(_HOUSEKEEPING_INTERVAL)
+
+
+def _check_retries(name: str, max_retries: object) -> None:
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"job {name!r}: max_retries must be an integer >= 0, got {max_retries!r}")
+
+
+def _check_timeout(name: str, timeout: object) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValueError(f"job {name!r}: timeout must be seconds > 0 or None, got {timeout!r}")
+
+
+def _run_at(name: str, now: float, delay: Any, run_at: Any) -> float:
+    if delay is not None and run_at is not None:
+        raise TypeError(f"enqueue({name!r}): pass delay or run_at, not both")
+    if delay is not None:
+        if isinstance(delay, dt.timedelta):
+            delay = delay.total_seconds()
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise ValueError(f"enqueue({name!r}): delay must be seconds >= 0, got {delay!r}")
+        return now + float(delay)
+    if run_at is not None:
+        if not isinstance(run_at, dt.datetime) or run_at.tzinfo is None:
+            raise ValueError(
+                f"enqueue({name!r}): run_at must be an aware datetime (e.g. with "
+                f"tzinfo=datetime.timezone.utc), got {run_at!r}"
+            )
+        return run_at.timestamp()
+    return now

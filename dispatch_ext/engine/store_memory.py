@@ -1,0 +1,195 @@
+"""A store in memory, for tests and throwaway runs: nothing survives the process."""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import itertools
+from collections.abc import Collection, Sequence
+
+from ..models import JobState, RunState
+from .records import DeadLetter, JobRecord, RunRecord, to_datetime
+
+__all__ = ["MemoryStore"]
+
+_WAITING = (JobState.PENDING, JobState.RETRYING)
+
+
+class MemoryStore:
+    """Keeps jobs, dead letters and workflow runs in dictionaries.
+
+    Same behaviour as :class:`~dispatch_ext.engine.SQLiteStore` (ordering, dead-letter
+    queue, checkpoints), without durability.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, JobRecord] = {}
+        self._by_seq: dict[int, JobRecord] = {}
+        self._waiting: list[tuple[int, float, int]] = []  # heap of (-priority, run_at, seq)
+        self._seq = itertools.count(1)
+        self._dead: dict[int, tuple[JobRecord, str, str, str | None, float, str | None]] = {}
+        self._dead_ids = itertools.count(1)
+        self._runs: dict[str, RunRecord] = {}
+        self._steps: dict[str, dict[str, str]] = {}
+        self.is_open = False
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+    async def open(self) -> int:
+        self.is_open = True
+        recovered = 0
+        for job in self._jobs.values():
+            if job.state is JobState.RUNNING:
+                job.state, job.started_at = JobState.PENDING, None
+                self._push(job)
+                recovered += 1
+        return recovered
+
+    async def close(self) -> None:
+        self.is_open = False
+
+    def _push(self, job: JobRecord) -> None:
+        heapq.heappush(self._waiting, (-job.priority, job.run_at, job.seq))
+
+    @staticmethod
+    def _copy(job: JobRecord) -> JobRecord:
+        clone = copy.copy(job)
+        clone._frozen = job._frozen
+        return clone
+
+    async def add_job(self, job: JobRecord) -> None:
+        job.seq = next(self._seq)
+        stored = self._copy(job)
+        self._jobs[job.id] = stored
+        self._by_seq[job.seq] = stored
+        self._push(stored)
+
+    async def claim(self, names: Collection[str], limit: int, now: float) -> list[JobRecord]:
+        claimed: list[JobRecord] = []
+        skipped: list[tuple[int, float, int]] = []
+        heap = self._waiting
+        while heap and len(claimed) < limit:
+            key = heapq.heappop(heap)
+            job = self._by_seq.get(key[2])
+            if job is None or job.state not in _WAITING or job.run_at != key[1]:
+                continue  # stale heap entry
+            if job.run_at > now or job.name not in names:
+                skipped.append(key)
+                continue
+            job.state, job.started_at = JobState.RUNNING, now
+            claimed.append(self._copy(job))
+        for key in skipped:
+            heapq.heappush(heap, key)
+        return claimed
+
+    async def release(self, jobs: Sequence[JobRecord]) -> None:
+        for job in jobs:
+            stored = self._by_seq.get(job.seq)
+            if stored is not None and stored.state is JobState.RUNNING:
+                stored.state, stored.started_at = JobState.PENDING, None
+                self._push(stored)
+
+    async def complete(self, job: JobRecord) -> None:
+        stored = self._by_seq[job.seq]
+        stored.state, stored.completed_at = JobState.COMPLETED, job.completed_at
+
+    async def retry(self, job: JobRecord) -> None:
+        stored = self._by_seq[job.seq]
+        stored.state = job.state
+        stored.retry_count, stored.last_error = job.retry_count, job.last_error
+        stored.run_at, stored.started_at = job.run_at, None
+        self._push(stored)
+
+    async def bury(self, job: JobRecord, error: str, error_type: str, traceback: str | None) -> int:
+        stored = self._by_seq[job.seq]
+        stored.state = JobState.DEAD
+        stored.retry_count, stored.last_error = job.retry_count, job.last_error
+        stored.completed_at = job.completed_at
+        entry_id = next(self._dead_ids)
+        failed_at = job.completed_at if job.completed_at is not None else 0.0
+        self._dead[entry_id] = (self._copy(stored), error, error_type, traceback, failed_at, None)
+        return entry_id
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else self._copy(job)
+
+    async def next_run_at(self, names: Collection[str]) -> float | None:
+        times = [
+            job.run_at for job in self._jobs.values() if job.state in _WAITING and job.name in names
+        ]
+        return min(times, default=None)
+
+    async def count_active(self, names: Collection[str]) -> int:
+        return sum(
+            1
+            for job in self._jobs.values()
+            if job.name in names and job.state in (*_WAITING, JobState.RUNNING)
+        )
+
+    async def counts(self) -> dict[str, int]:
+        result = {state.value: 0 for state in JobState}
+        for job in self._jobs.values():
+            result[job.state.value] += 1
+        return result
+
+    async def prune(self, before: float) -> int:
+        old = [
+            job
+            for job in self._jobs.values()
+            if job.state is JobState.COMPLETED and (job.completed_at or 0.0) < before
+        ]
+        for job in old:
+            del self._jobs[job.id]
+            del self._by_seq[job.seq]
+        return len(old)
+
+    def _entry(self, entry_id: int) -> DeadLetter:
+        job, error, error_type, traceback, failed_at, replayed_as = self._dead[entry_id]
+        return DeadLetter(
+            id=entry_id,
+            job=job.snapshot(JobState.DEAD),
+            error=error,
+            error_type=error_type,
+            traceback=traceback,
+            failed_at=to_datetime(failed_at),
+            replayed_as=replayed_as,
+        )
+
+    async def list_dead(self, limit: int, include_replayed: bool) -> list[DeadLetter]:
+        ids = sorted(self._dead, reverse=True)
+        if not include_replayed:
+            ids = [i for i in ids if self._dead[i][5] is None]
+        return [self._entry(i) for i in ids[:limit]]
+
+    async def get_dead(self, entry_id: int) -> DeadLetter | None:
+        return self._entry(entry_id) if entry_id in self._dead else None
+
+    async def replay_dead(self, entry_id: int, job: JobRecord) -> None:
+        await self.add_job(job)
+        self._dead[entry_id] = (*self._dead[entry_id][:5], job.id)
+
+    async def add_run(self, run: RunRecord) -> None:
+        self._runs[run.id] = copy.copy(run)
+
+    async def finish_run(self, run: RunRecord) -> None:
+        self._runs[run.id] = copy.copy(run)
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        run = self._runs.get(run_id)
+        return None if run is None else copy.copy(run)
+
+    async def running_runs(self, names: Collection[str]) -> list[RunRecord]:
+        runs = [
+            copy.copy(run)
+            for run in self._runs.values()
+            if run.state is RunState.RUNNING and run.name in names
+        ]
+        return sorted(runs, key=lambda run: run.started_at)
+
+    async def save_step(self, run_id: str, step: str, result: str, elapsed: float) -> None:
+        self._steps.setdefault(run_id, {})[step] = result
+
+    async def load_steps(self, run_id: str) -> dict[str, str]:
+        return dict(self._steps.get(run_id, {}))

@@ -1,0 +1,113 @@
+"""Workflows: ``async def fn(wf, payload)`` made of checkpointed steps.
+
+``await wf.step(name, fn, *args)`` runs ``fn`` (sync in a thread, or async) and stores its
+JSON result as the step's checkpoint before ``on_workflow_step_completed`` fires. When a
+run is interrupted (crash, shutdown) it resumes on the next start of an engine on the same
+store: the workflow function runs again from the top, and every step checkpointed before
+returns its stored result at once, without running and without a hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .records import RunRecord, dumps
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["WorkflowContext", "WorkflowFunction", "WorkflowInterrupted"]
+
+WorkflowFunction = Callable[["WorkflowContext", Any], Awaitable[Any]]
+
+
+class WorkflowInterrupted(BaseException):
+    """Raised inside a workflow when the engine shuts down between two steps.
+
+    It derives from ``BaseException`` so that ``except Exception`` in workflow code does
+    not swallow it; the run stays ``running`` and resumes at the next start.
+    """
+
+
+class WorkflowContext:
+    """What a workflow function gets as ``wf``.
+
+    Attributes:
+        run_id: The id of this run.
+        name: The workflow's name.
+        engine: The engine running it (to enqueue jobs, for instance).
+        resumed: Whether this run was interrupted before and is resuming.
+    """
+
+    def __init__(
+        self, engine: Engine, run: RunRecord, checkpoints: dict[str, str], resumed: bool
+    ) -> None:
+        self.engine = engine
+        self.run_id = run.id
+        self.name = run.name
+        self.resumed = resumed
+        self._run = run
+        self._checkpoints = checkpoints
+        self._done: set[str] = set()
+
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one step and return its result (as JSON would give it back).
+
+        A step checkpointed by an earlier, interrupted run of this workflow is not run
+        again: its stored result is returned and no hook fires. Each step name may
+        complete once per run.
+
+        Raises:
+            ValueError: the name was already used by a completed step of this run.
+            PayloadError: the result is not JSON-serialisable (the step counts as failed).
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"workflow {self.name!r}: a step name must be a non-empty string")
+        if name in self._done:
+            raise ValueError(
+                f"workflow {self.name!r}: step {name!r} already completed in this run; give "
+                "every step its own name"
+            )
+        stored = self._checkpoints.get(name)
+        if stored is not None:
+            self._done.add(name)
+            return json.loads(stored)
+        engine = self.engine
+        if engine.stopping:
+            raise WorkflowInterrupted(name)
+        registry = engine.registry
+        started = time.perf_counter()
+        try:
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args, **kwargs)
+            else:
+                loop = asyncio.get_running_loop()
+                call = fn if not kwargs else (lambda *a: fn(*a, **kwargs))
+                result = await engine._threads.submit(loop, call, *args)
+                if inspect.isawaitable(result):
+                    result = await result
+            text = dumps(result, f"the result of step {name!r} of workflow {self.name!r}")
+        except Exception as exc:
+            if registry.has_listeners("on_workflow_step_failed"):
+                await engine._emit(
+                    "on_workflow_step_failed", run=self._run.snapshot(), step=name, error=exc
+                )
+            raise
+        elapsed = time.perf_counter() - started
+        await engine.store.save_step(self._run.id, name, text, elapsed)
+        self._checkpoints[name] = text
+        self._done.add(name)
+        if registry.has_listeners("on_workflow_step_completed"):
+            await engine._emit(
+                "on_workflow_step_completed",
+                run=self._run.snapshot(),
+                step=name,
+                elapsed=dt.timedelta(seconds=elapsed),
+            )
+        return json.loads(text)

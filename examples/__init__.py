@@ -1,0 +1,1 @@
+"""Example applications built on dispatch-ext (run them from the repository root)."""

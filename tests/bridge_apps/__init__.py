@@ -1,0 +1,1 @@
+"""Worker applications and helpers for the bridge tests (Celery and Dramatiq workers)."""
