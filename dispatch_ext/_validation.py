@@ -42,7 +42,9 @@ def suggest_hook(name: str) -> str | None:
 
 def unknown_hook_message(name: str) -> str:
     hint = suggest_hook(name)
-    tail = f"; did you mean {hint}?" if hint else f"; the hooks are: {', '.join(hookspecs.HOOK_NAMES)}"
+    tail = (
+        f"; did you mean {hint}?" if hint else f"; the hooks are: {', '.join(hookspecs.HOOK_NAMES)}"
+    )
     return f"{name!r} is not a dispatch-ext hook{tail}"
 
 

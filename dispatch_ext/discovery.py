@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -93,10 +92,6 @@ def clear_cache() -> None:
     _clear_scan()
 
 
-def _strict_from_env() -> bool:
-    return os.environ.get("DISPATCH_EXT_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _keys(candidate: Candidate) -> set[str]:
     keys = {normalize_name(candidate.name)}
     if candidate.distribution:
@@ -159,7 +154,8 @@ def discover(config: Config | None = None, *, refresh: bool = False) -> list[Ext
         refresh: Scan the installed distributions again instead of reusing the scan.
 
     Raises:
-        ExtensionLoadError: In strict mode (``config.strict`` or ``DISPATCH_EXT_STRICT=1``),
+        ExtensionLoadError: In strict mode (``config.strict``, which
+            :func:`~dispatch_ext.config.load_config` sets from ``DISPATCH_EXT_STRICT=1``),
             after everything was tried, when any extension failed, conflicts or is
             invalid.
     """
@@ -216,7 +212,7 @@ def discover(config: Config | None = None, *, refresh: bool = False) -> list[Ext
     for record in records:
         if record.status in {"conflict", "invalid"}:
             logger.warning("%s", record.error)
-    if config.strict or _strict_from_env():
+    if config.strict:
         _raise_if_bad(records)
     return records
 
@@ -246,7 +242,7 @@ def load_into(registry: Registry, config: Config | None = None) -> list[Extensio
         if record.status == "loaded":
             record = _register(registry, record, config)
         result.append(record)
-    if config.strict or _strict_from_env():
+    if config.strict:
         _raise_if_bad(result)
     return result
 

@@ -1,8 +1,9 @@
 """Immutable snapshots handed to hooks: :class:`Job`, :class:`WorkflowRun`, :class:`CronEntry`.
 
-Snapshots are frozen dataclasses. Their ``payload``/``input``/``output`` are deep-frozen
-(mappings become read-only ``MappingProxyType``, lists become tuples), so an extension
-cannot change engine state, or what the next extension sees, through them.
+Snapshots are frozen dataclasses. The engine and the bridges deep-freeze their
+``payload``/``input``/``output`` with :func:`freeze` (mappings become read-only
+``MappingProxyType``, lists become tuples), so an extension cannot change engine state, or
+what the next extension sees, through them.
 :meth:`Job.to_dict` and friends give plain JSON-ready dictionaries.
 """
 

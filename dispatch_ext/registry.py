@@ -31,6 +31,7 @@ logger = logging.getLogger("dispatch_ext")
 DEFAULT_HOOK_TIMEOUT = 5.0
 """Seconds an async implementation may take before it is cut off."""
 
+_TRUTHY = frozenset({"1", "true", "yes", "on"})
 _SAMPLE_MASK = 63  # time one emit in 64; the others run untimed
 
 
@@ -87,7 +88,9 @@ class _Impl:
         return (0 if self.spec.tryfirst else 2 if self.spec.trylast else 1, self.seq)
 
 
-def _bind_args(function: Callable[..., Any], argnames: tuple[str, ...] | None) -> Callable[..., Any]:
+def _bind_args(
+    function: Callable[..., Any], argnames: tuple[str, ...] | None
+) -> Callable[..., Any]:
     """A callable taking all of a hook's keyword arguments and passing on the wanted ones."""
     if argnames is None:
         return function
@@ -142,15 +145,22 @@ class Registry:
         timeout: Default seconds an async implementation may take.
     """
 
-    def __init__(self, *, strict: bool | None = None, timeout: float = DEFAULT_HOOK_TIMEOUT) -> None:
+    def __init__(
+        self, *, strict: bool | None = None, timeout: float = DEFAULT_HOOK_TIMEOUT
+    ) -> None:
         if strict is None:
-            strict = os.environ.get("DISPATCH_EXT_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+            strict = os.environ.get("DISPATCH_EXT_STRICT", "").strip().lower() in _TRUTHY
         self.strict = strict
         self.default_timeout = timeout
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
         self._seq = 0
-        self._dispatch: dict[str, _Dispatch] = {name: _Dispatch(name) for name in hookspecs.HOOK_NAMES}
+        self._dispatch = {name: _Dispatch(name) for name in hookspecs.HOOK_NAMES}
+        # Each hook's call list, also held here so that an emit nobody listens to costs
+        # one dict lookup.
+        self._calls: dict[str, tuple[tuple[Callable[..., Any], _Impl], ...]] = dict.fromkeys(
+            hookspecs.HOOK_NAMES, ()
+        )
         self._retired: list[_Impl] = []
         self._loop = LoopThread()
         self._pm = _PluginManager()
@@ -160,7 +170,9 @@ class Registry:
 
     # -- registration -------------------------------------------------------------------
 
-    def register(self, ext: object, name: str | None = None, *, timeout: float | None = None) -> str:
+    def register(
+        self, ext: object, name: str | None = None, *, timeout: float | None = None
+    ) -> str:
         """Register ``ext`` and return the name it is registered under.
 
         Everything is validated before anything is registered: an unknown ``on_*`` method
@@ -190,7 +202,9 @@ class Registry:
                 )
             specs = collect_impls(ext, name)
             if timeout is None:
-                timeout = _positive_float(getattr(ext, "hook_timeout", None)) or self.default_timeout
+                timeout = (
+                    _positive_float(getattr(ext, "hook_timeout", None)) or self.default_timeout
+                )
             impls = []
             for spec in specs:
                 self._seq += 1
@@ -235,7 +249,7 @@ class Registry:
                 key=lambda i: i.order,
             )
             dispatch.impls = tuple(impls)
-            dispatch.calls = tuple((i.call, i) for i in impls)
+            dispatch.calls = self._calls[hook] = tuple((i.call, i) for i in impls)
 
     def _sync_runner(self, impl: _Impl) -> Callable[..., Any]:
         run, acall, timeout = self._loop.run, impl.acall, impl.timeout
@@ -256,12 +270,12 @@ class Registry:
         ``ExceptionGroup``.
         """
         try:
-            dispatch = self._dispatch[hook]
+            calls = self._calls[hook]
         except (KeyError, TypeError):
             raise UnknownHookError(unknown_hook_message(str(hook))) from None
-        calls = dispatch.calls
         if not calls:
             return
+        dispatch = self._dispatch[hook]
         count = dispatch.emits = dispatch.emits + 1
         if count & _SAMPLE_MASK == 1:
             return self._emit_timed(hook, calls, kwargs)
@@ -320,7 +334,7 @@ class Registry:
 
     def has_listeners(self, hook: str) -> bool:
         """Whether any extension implements ``hook`` (build no snapshot when none does)."""
-        return bool(self._dispatch[hook].calls)
+        return bool(self._calls[hook])
 
     def _failed(
         self, impl: _Impl, exc: Exception, failures: list[BaseException] | None

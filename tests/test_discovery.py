@@ -129,11 +129,15 @@ def test_strict_mode_raises_after_trying_everything(
     config = _install_abc(site)
     if switch == "config":
         config = Config(enable=config.enable, strict=True)
-    else:
+    else:  # read by load_config(), as discover() without arguments does
+        monkeypatch.chdir(site)  # no dispatch.toml here
         monkeypatch.setenv("DISPATCH_EXT_STRICT", "1")
+        monkeypatch.setenv("DISPATCH_EXT_ENABLE", "t-a,t-b,t-c")
+        config = load_config()
+    assert config.strict
 
     with pytest.raises(ExtensionLoadError) as caught:
-        find(config)
+        discover() if switch == "environment" else discover(config)
 
     message = str(caught.value)
     assert "t-b (failed)" in message
@@ -146,6 +150,17 @@ def test_strict_mode_raises_after_trying_everything(
     with pytest.raises(ExtensionLoadError):
         load(registry, config)
     assert len(registry) == 0
+
+
+def test_an_explicit_config_decides_strictness_over_the_environment(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _install_abc(site)  # strict=False, as a listing command builds it
+    monkeypatch.setenv("DISPATCH_EXT_STRICT", "1")
+
+    records = find(config)
+
+    assert [r.status for r in records] == ["loaded", "failed", "loaded"]
 
 
 def test_a_misspelled_attribute_fails_with_attribute_error_and_a_suggestion(site: Path) -> None:

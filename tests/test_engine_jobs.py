@@ -73,7 +73,9 @@ class Sequence:
 @pytest.fixture(params=["sqlite", "memory"])
 def make_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Engine]:
     def make(**kwargs: Any) -> Engine:
-        store = SQLiteStore(tmp_path / "jobs.sqlite3") if request.param == "sqlite" else MemoryStore()
+        store = (
+            SQLiteStore(tmp_path / "jobs.sqlite3") if request.param == "sqlite" else MemoryStore()
+        )
         kwargs.setdefault("config", NO_CONFIG)
         kwargs.setdefault("autoload", False)
         return Engine(store=store, **kwargs)
@@ -209,14 +211,19 @@ def test_delay_and_run_at_hold_a_job_back(make_engine: Callable[..., Engine]) ->
 
     async def main() -> tuple[Job, Job]:
         async with engine:
-            soon = await engine.enqueue("mark", "run_at", run_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=0.3))
+            soon = await engine.enqueue(
+                "mark",
+                "run_at",
+                run_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=0.3),
+            )
             later = await engine.enqueue("mark", "delay", delay=dt.timedelta(seconds=0.2))
             await engine.drain(timeout=10)
             return soon, later
 
     soon, later = run(main())
     when = dict(ran)
-    assert soon.run_at is not None and later.run_at is not None
+    assert soon.run_at is not None
+    assert later.run_at is not None
     assert when["run_at"] >= soon.run_at.timestamp()
     assert when["delay"] >= later.run_at.timestamp()
 
@@ -465,7 +472,8 @@ def test_dead_letters_list_and_replay(make_engine: Callable[..., Engine]) -> Non
             assert entry.job.id == first.id
             assert entry.job.priority == 3
             assert entry.error_type == "KeyError"
-            assert entry.traceback is not None and "KeyError" in entry.traceback
+            assert entry.traceback is not None
+            assert "KeyError" in entry.traceback
             assert entry.to_dict()["job"]["payload"] == {"key": "a"}
 
             fixed = True
@@ -476,7 +484,8 @@ def test_dead_letters_list_and_replay(make_engine: Callable[..., Engine]) -> Non
             assert replayed.priority == 3
             await engine.drain(timeout=10)
             stored = await engine.get_job(replayed.id)
-            assert stored is not None and stored.state is JobState.COMPLETED
+            assert stored is not None
+            assert stored.state is JobState.COMPLETED
 
             assert await engine.dlq.list() == []
             everything = await engine.dlq.list(include_replayed=True)

@@ -398,7 +398,7 @@ def test_fake_distributions_settings_reach_the_constructor(
         """,
     )
 
-    config = Config(enable=["greeter"], settings={"greeter": {"greeting": "hi"}})
+    config = Config(enable=("greeter",), settings={"greeter": {"greeting": "hi"}})
     record = named(discover(config), "greeter")
 
     assert record.status == "loaded"

@@ -56,15 +56,15 @@ class EventCounter:
     """Implements every hook: counts the calls, keeps the events, reports each one.
 
     Args:
-        on_event: Called with each :class:`Event` as it happens (the demo prints it).
+        listener: Called with each :class:`Event` as it happens (the demo prints it).
         name: The name it registers under.
     """
 
     def __init__(
-        self, on_event: Callable[[Event], None] | None = None, *, name: str = "demo"
+        self, listener: Callable[[Event], None] | None = None, *, name: str = "demo"
     ) -> None:
         self.name = name
-        self.on_event = on_event
+        self.listener = listener
         self.counts: Counter[str] = Counter()
         self.events: list[Event] = []
         self._started = time.monotonic()
@@ -74,8 +74,8 @@ class EventCounter:
         with self._lock:
             self.counts[event.hook] += 1
             self.events.append(event)
-        if self.on_event is not None:
-            self.on_event(event)
+        if self.listener is not None:
+            self.listener(event)
 
     def _now(self) -> float:
         return time.monotonic() - self._started

@@ -91,6 +91,7 @@ def assert_valid_extension(ext: object, name: str | None = None, *, protocols: b
     Raises:
         AssertionError: The extension does not fit the hook specifications.
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this one
     problems = check_extension(ext, name, protocols=protocols)
     if problems:
         listed = "\n".join(f"  - {problem}" for problem in problems)

@@ -47,6 +47,7 @@ def make_app(
         task_default_routing_key=queue,
         task_acks_late=True,
         worker_prefetch_multiplier=1,
+        broker_heartbeat=0,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         task_ignore_result=True,
@@ -57,30 +58,30 @@ def make_app(
             "tick": {"task": "bridge.ok", "schedule": 1.0, "args": (41,)},
         }
 
-    @app.task(name="bridge.ok")
+    @app.task(shared=False, name="bridge.ok")
     def ok(x: int) -> int:
         return x + 1
 
-    @app.task(name="bridge.flaky", bind=True, max_retries=5)
+    @app.task(shared=False, name="bridge.flaky", bind=True, max_retries=5)
     def flaky(self: Any, fails: int) -> str:
         if self.request.retries < fails:
             error = RuntimeError(f"attempt {self.request.retries + 1} fails")
             raise self.retry(exc=error, countdown=RETRY_DELAY)
         return "done"
 
-    @app.task(name="bridge.doomed", bind=True, max_retries=1)
+    @app.task(shared=False, name="bridge.doomed", bind=True, max_retries=1)
     def doomed(self: Any) -> None:
         raise self.retry(exc=ValueError("always fails"), countdown=RETRY_DELAY)
 
-    @app.task(name="bridge.step_add")
+    @app.task(shared=False, name="bridge.step_add")
     def step_add(x: int, y: int = 1) -> int:
         return x + y
 
-    @app.task(name="bridge.step_fail")
+    @app.task(shared=False, name="bridge.step_fail")
     def step_fail(x: int) -> int:
         raise ValueError(f"step got {x} and fails")
 
-    @app.task(name="bridge.reject")
+    @app.task(shared=False, name="bridge.reject")
     def reject() -> None:
         raise Reject(ValueError("refused"), requeue=False)
 

@@ -46,7 +46,9 @@ class FileRecorder:
     def on_job_failed(self, job: Any, error: BaseException) -> None:
         self._write("on_job_failed", job=job.to_dict(), error=_error(error))
 
-    def on_job_retrying(self, job: Any, error: BaseException, attempt: int, next_run_at: Any) -> None:
+    def on_job_retrying(
+        self, job: Any, error: BaseException, attempt: int, next_run_at: Any
+    ) -> None:
         self._write(
             "on_job_retrying",
             job=job.to_dict(),

@@ -7,12 +7,12 @@ reach users: through an installed distribution (a ``*.dist-info`` folder on
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -75,16 +75,12 @@ def make_recorder_distribution(root: Path) -> Path:
 def write_config(path: Path, events: Path, enable: Sequence[str] = ("recorder",)) -> Path:
     """A ``dispatch.toml`` enabling ``enable`` and pointing the recorder at ``events``."""
     names = ", ".join(json.dumps(n) for n in enable)
-    path.write_text(
-        f"[dispatch]\nenable = [{names}]\n\n[extensions.recorder]\npath = {json.dumps(str(events))}\n",
-        encoding="utf-8",
-    )
+    text = f"[dispatch]\nenable = [{names}]\n\n[extensions.recorder]\n"
+    path.write_text(text + f"path = {json.dumps(str(events))}\n", encoding="utf-8")
     return path
 
 
-def worker_env(
-    site: Path, config: Path, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def worker_env(site: Path, config: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a worker: the distribution and the test apps importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_EXT_")}
     paths = [str(site), str(TESTS_DIR), env.get("PYTHONPATH", "")]
@@ -132,10 +128,11 @@ class Process:
         except FileNotFoundError:
             return ""
 
-    def wait_for_output(self, text: str, timeout: float = WAIT) -> None:
+    def wait_for_output(self, text: str, count: int = 1, timeout: float = WAIT) -> None:
+        """Wait until ``text`` was printed ``count`` times (e.g. once per worker process)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.output():
+            if self.output().count(text) >= count:
                 return
             if self.proc is not None and self.proc.poll() is not None:
                 break
@@ -171,14 +168,10 @@ class Process:
         if proc is None:
             return
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(AssertionError):
                 self.stop(timeout=15)
-            except AssertionError:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # children left behind by a crash
-        except ProcessLookupError:
-            pass
 
 
 # -- events --------------------------------------------------------------------------------
@@ -223,8 +216,9 @@ class Events:
 
     def wait_for(self, hook: str, ident: str, count: int = 1, timeout: float = WAIT) -> None:
         self.wait(
-            lambda events: sum(1 for e in events if e["hook"] == hook and _ident(e) == ident)
-            >= count,
+            lambda events: (
+                sum(1 for e in events if e["hook"] == hook and _ident(e) == ident) >= count
+            ),
             f"{count} x {hook} for {ident}",
             timeout,
         )

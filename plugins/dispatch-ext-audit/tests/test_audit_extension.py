@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -430,3 +431,58 @@ def test_states_in_snapshots_do_not_leak_into_lines(registry: Registry, tmp_path
     registry.emit("on_job_completed", job=secret, elapsed=dt.timedelta(0))
     registry.emit("on_shutdown")
     assert "hunter2" not in path.read_text(encoding="utf-8")
+
+
+WRITER = """
+import sys
+from dispatch_ext import Job
+from dispatch_ext_audit import AuditExtension
+
+path, worker, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+audit = AuditExtension(path=path, flush_interval=0.001)
+for i in range(count):
+    audit.on_job_started(Job(id=f"{worker}-{i}", name="x" * 500))
+audit.close()
+"""
+
+
+def test_worker_processes_can_share_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    count = 2_000
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), str(count)])
+        for w in range(4)
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0, 0, 0]
+    ids = [line["id"] for line in read_lines(path)]  # every line whole, valid JSON
+    assert sorted(ids) == sorted(f"{w}-{i}" for w in range(4) for i in range(count))
+
+
+FORKER = """
+import os, sys
+from dispatch_ext import Job
+from dispatch_ext_audit import AuditExtension
+
+audit = AuditExtension(path=sys.argv[1], flush_interval=3600)
+for i in range(10):
+    audit.on_job_started(Job(id=f"parent-{i}", name="x"))   # mostly still buffered
+pid = os.fork()
+if pid == 0:
+    audit.on_job_started(Job(id="child", name="x"))
+    os._exit(0) if sys.argv[2] == "exit" else sys.exit(0)
+os.waitpid(pid, 0)
+audit.on_shutdown()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("how", ["exit", "sys.exit"])
+def test_a_forked_child_does_not_repeat_the_parents_lines(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    subprocess.run([sys.executable, "-c", FORKER, str(path), how], check=True, timeout=60)
+    ids = [line["id"] for line in read_lines(path)]
+    parent = [f"parent-{i}" for i in range(10)]
+    # the child's own line is buffered: sys.exit flushes it, os._exit loses it
+    child = ["child"] if how == "sys.exit" else []
+    assert sorted(ids[:-1]) == sorted(parent + child)
+    assert ids[-1] is None  # the parent's engine.shutdown line comes last

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from opentelemetry import metrics
@@ -22,6 +23,8 @@ METER_NAME = "dispatch_ext_metrics"
 _VERSION = "0.1.0"
 # Providers of the OpenTelemetry API that drop every measurement.
 _NO_OP_PROVIDERS = frozenset({"NoOpMeterProvider", "_ProxyMeterProvider"})
+# Start times of running jobs kept at most, to time failed attempts.
+_RUNNING_LIMIT = 100_000
 
 
 class MetricsExtension:
@@ -76,6 +79,7 @@ class MetricsExtension:
         self._wf_failed = counters["on_workflow_failed"]
         self._cron_fired = counters["on_cron_fired"]
         self._flush_warned = False
+        self._running: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"MetricsExtension(meter_provider={self._provider_label()})"
@@ -110,8 +114,13 @@ class MetricsExtension:
         attributes = self._attributes.job(job.name, job.queue)
         self._started.add(1, attributes.base)
         self.instruments.consumed.add(1, attributes.received)
+        running = self._running
+        if len(running) >= _RUNNING_LIMIT:  # ends never heard (e.g. bridged elsewhere)
+            running.clear()
+        running[job.id] = time.monotonic()
 
     def on_job_completed(self, job: Job, elapsed: dt.timedelta) -> None:
+        self._running.pop(job.id, None)
         attributes = self._attributes.job(job.name, job.queue)
         self._completed.add(1, attributes.base)
         self.instruments.process_duration.record(elapsed.total_seconds(), attributes.processed)
@@ -131,8 +140,13 @@ class MetricsExtension:
         self._dlq.add(1, counted)
 
     def _record_attempt(self, job: Job, attributes: Attributes) -> None:
-        # A failed attempt has no elapsed argument: time it from the job's start.
-        seconds = seconds_since(job.started_at)
+        # A failed attempt has no elapsed argument: time it from the on_job_started heard
+        # in this process, else from the snapshot's started_at.
+        started = self._running.pop(job.id, None)
+        if started is not None:
+            seconds: float | None = time.monotonic() - started
+        else:
+            seconds = seconds_since(job.started_at)
         if seconds is not None:
             self.instruments.process_duration.record(seconds, attributes)
 

@@ -19,7 +19,11 @@ class Declined(Exception):
 
 def build_engine(ext: MetricsExtension, recorder: Recorder) -> Engine:
     engine = Engine(
-        store=MemoryStore(), extensions=[ext, recorder], autoload=False, concurrency=2, config=Config()
+        store=MemoryStore(),
+        extensions=[ext, recorder],
+        autoload=False,
+        concurrency=2,
+        config=Config(),
     )
     attempts: dict[str, int] = {}
 
@@ -117,6 +121,7 @@ def test_each_counter_equals_the_events_of_its_kind(sdk: Any) -> None:
         )
         == 1
     )
-    assert readings.total("dispatch.cron.fired", {"dispatch.cron.entry": "tick"}) == (
-        heard["on_cron_fired"]
+    assert (
+        readings.total("dispatch.cron.fired", {"dispatch.cron.entry": "tick"})
+        == (heard["on_cron_fired"])
     )

@@ -13,12 +13,14 @@ survives the process being killed; ``synchronous=FULL`` also survives power loss
 price of an fsync per event. The connection that appends rows never checkpoints the WAL
 (the senders do), so a hook never pays for a checkpoint. Several processes may share one
 file: a sender claims a row with a lease before sending it, so two senders never send one
-message at the same time; a lease left by a killed process expires and the message is
+message at the same time. A lease left by a killed process is released when a sender
+starts and finds that process gone (POSIX), or else when it expires; the message is then
 sent again, with the same ``webhook-id``.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     lease_until REAL NOT NULL DEFAULT 0,
+    lease_owner INTEGER NOT NULL DEFAULT 0,
     last_status INTEGER,
     last_error TEXT,
     updated_at REAL NOT NULL
@@ -168,8 +171,36 @@ class Outbox:
             ).fetchone()
             if row is None:
                 return None
-            conn.execute("UPDATE messages SET lease_until = ? WHERE id = ?", (now + lease, row[0]))
+            conn.execute(
+                "UPDATE messages SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                (now + lease, os.getpid(), row[0]),
+            )
         return Claimed(row[0], row[1], row[2], row[3], bytes(row[4]))
+
+    def release_orphans(self) -> int:
+        """End the leases of processes that no longer exist (killed mid-delivery).
+
+        Their messages are sent again at once rather than when the lease runs out. Only
+        on POSIX, where a process can be looked up by id; elsewhere leases just expire.
+        """
+        if os.name != "posix":
+            return 0
+        now = time.time()
+        owners = self._conn.execute(
+            "SELECT DISTINCT lease_owner FROM messages WHERE state = 'pending' AND lease_until > ?",
+            (now,),
+        ).fetchall()
+        gone = [pid for (pid,) in owners if pid != os.getpid() and not _alive(pid)]
+        if not gone:
+            return 0
+        marks = ",".join("?" * len(gone))
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE messages SET lease_until = 0 WHERE state = 'pending' "
+                f"AND lease_until > ? AND lease_owner IN ({marks})",
+                (now, *gone),
+            )
+            return cursor.rowcount
 
     def next_due(self, endpoint: str) -> float | None:
         """When the next pending message to ``endpoint`` may be sent, or ``None``."""
@@ -278,6 +309,18 @@ class Outbox:
             )
             for msg_id, event_type, endpoint, state, attempts, status, reason in rows
         ]
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def read_summary(path: Path) -> tuple[dict[str, int], dict[str, str]] | None:

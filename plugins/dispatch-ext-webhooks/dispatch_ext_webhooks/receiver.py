@@ -81,9 +81,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length)
         headers = {key.lower(): value for key, value in self.headers.items()}
-        with state.lock:
+        with state.changed:
             delivery = Delivery(len(state.deliveries) + 1, self.path, headers, body)
             state.deliveries.append(delivery)
+            state.changed.notify_all()
         if state.secret is not None:
             try:
                 delivery.event = Webhook(state.secret).verify(body, headers)
@@ -163,9 +164,16 @@ class Receiver:
 
     def wait_for(self, count: int, timeout: float = 10.0) -> bool:
         """Wait until ``count`` distinct messages were acknowledged."""
+        return self._wait(lambda: len(self._state.accepted) >= count, timeout)
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until ``count`` requests arrived, whatever the answer."""
+        return self._wait(lambda: len(self._state.deliveries) >= count, timeout)
+
+    def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._state.changed:
-            while len(self._state.accepted) < count:
+            while not done():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -174,16 +182,17 @@ class Receiver:
 
     def start(self) -> Receiver:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="webhook receiver", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="webhook receiver", daemon=True
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
         if self._thread is not None:
+            self._server.shutdown()
             self._thread.join()
+            self._thread = None
+        self._server.server_close()
 
     def __enter__(self) -> Receiver:
         return self.start()

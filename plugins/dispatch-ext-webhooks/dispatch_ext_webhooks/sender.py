@@ -226,6 +226,12 @@ class EndpointSender(threading.Thread):
     def _open(self) -> Outbox | None:
         try:
             outbox = Outbox(self.settings.outbox_path, synchronous=self.settings.synchronous)
+            released = outbox.release_orphans()
+            if released:
+                logger.info(
+                    "webhooks: %d message(s) claimed by a process that is gone will be sent again",
+                    released,
+                )
             if self.endpoint.url in outbox.disabled():
                 self.disabled = True
             return outbox
