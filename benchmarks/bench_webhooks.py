@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n, rounds = args.jobs, (1 if args.quick else args.rounds)
     secret = generate_secret()
+    # A sender still waiting on the slow receiver when it is stopped logs a retry: noise here.
+    logging.getLogger("dispatch_ext_webhooks").setLevel(logging.ERROR)
 
     with receiver(0.0) as fast_url, receiver(SLOW_SECONDS) as slow_url:
         runs: dict[str, Callable[[Path], tuple[float, int]]] = {
@@ -135,11 +138,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<14} {rate:>8,.0f} jobs/s{tail}")
     print()
     ratio = median["slow receiver"] / median["fast receiver"]
-    cost = median["fast receiver"] / median["no webhooks"]
-    print(
-        f"slow receiver ({SLOW_SECONDS:g} s/request) / fast receiver: {ratio:.2f}x  (target >= {TARGET}x)"
-    )
-    print(f"fast receiver / no webhooks (the outbox's cost):   {cost:.2f}x")
+    hooks_only = median["slow receiver"] / median["no webhooks"]
+    with_delivery = median["fast receiver"] / median["no webhooks"]
+    slow = f"slow receiver ({SLOW_SECONDS:g} s/request)"
+    lines = [
+        (f"{slow} / fast receiver", ratio, f"target >= {TARGET}x"),
+        (f"{slow} / no webhooks", hooks_only, "what the hooks' outbox appends cost"),
+        ("fast receiver / no webhooks", with_delivery, "appends and deliveries during the run"),
+    ]
+    width = max(len(label) for label, _, _ in lines) + 1
+    for label, value, note in lines:
+        print(f"{label + ':':<{width}} {value:.2f}x  ({note})")
     return 1 if args.check and ratio < TARGET else 0
 
 

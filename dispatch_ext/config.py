@@ -25,7 +25,6 @@ that read them. The environment overrides the file: ``DISPATCH_EXT_AUTOLOAD=0``,
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 import os
@@ -120,12 +119,25 @@ class Config:
     def settings_for(self, name: str) -> dict[str, Any]:
         """The keyword arguments for extension ``name`` (a fresh dict; ``-``/``_`` alike)."""
         found = _lookup(self.settings, name)
-        return copy.deepcopy(dict(found)) if found else {}
+        return {key: _copy_plain(value) for key, value in found.items()} if found else {}
 
     def timeout_for(self, name: str) -> float | None:
         """The configured timeout of extension ``name``, or ``None``."""
         found = _lookup(self.timeouts, name)
         return None if found is None else float(found)
+
+
+def _copy_plain(value: Any) -> Any:
+    """Copy the containers of a setting (so no build can change another's), keep objects.
+
+    Settings from a file are plain data; settings given in code may hold live objects (a
+    ``MeterProvider``, a logger) that cannot or must not be copied.
+    """
+    if isinstance(value, Mapping):
+        return {key: _copy_plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_plain(item) for item in value]
+    return value
 
 
 # -- reading ----------------------------------------------------------------------------

@@ -26,16 +26,19 @@ from dispatch_ext.bridges.celery import CeleryBridge, install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bridge_apps.celery_app import dead_letter_names, make_app
+from bridge_apps.embedded import embedded_sequences
 from bridge_apps.recorder import FileRecorder
 from bridge_apps.support import (
     AMQP_URL,
     REDIS_URL,
     Events,
     Process,
+    across,
     by_process,
     hooks,
     make_recorder_distribution,
     require_broker,
+    the,
     unique,
     worker_env,
     write_config,
@@ -51,6 +54,12 @@ ME = os.getpid()
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A site-packages folder holding the recorder distribution."""
     return make_recorder_distribution(tmp_path_factory.mktemp("site"))
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """What the same recorder hears for the same scenarios on the embedded engine."""
+    return embedded_sequences(tmp_path_factory.mktemp("embedded") / "events.jsonl", cron=True)
 
 
 @dataclass
@@ -202,7 +211,9 @@ def worker(stack: Stack) -> Iterator[Process]:
 # -- jobs ------------------------------------------------------------------------------
 
 
-def test_success_is_enqueued_started_completed(stack: Stack, worker: Process) -> None:
+def test_success_is_enqueued_started_completed(
+    stack: Stack, worker: Process, embedded: dict[str, list[str]]
+) -> None:
     result = stack.task("bridge.ok").delay(1)
     stack.events.wait_for("on_job_completed", result.id)
     events = stack.events.of(result.id)
@@ -211,6 +222,7 @@ def test_success_is_enqueued_started_completed(stack: Stack, worker: Process) ->
         ME: ["on_job_enqueued"],
         worker.pid: ["on_job_started", "on_job_completed"],
     }
+    assert across(events, ME, worker.pid) == embedded["success"]
     enqueued, started, completed = (
         next(e for e in events if e["hook"] == hook)
         for hook in ("on_job_enqueued", "on_job_started", "on_job_completed")
@@ -224,7 +236,9 @@ def test_success_is_enqueued_started_completed(stack: Stack, worker: Process) ->
     assert completed["elapsed"] >= 0
 
 
-def test_fails_twice_then_succeeds(stack: Stack, worker: Process) -> None:
+def test_fails_twice_then_succeeds(
+    stack: Stack, worker: Process, embedded: dict[str, list[str]]
+) -> None:
     result = stack.task("bridge.flaky").delay(2)
     stack.events.wait_for("on_job_completed", result.id)
     stack.settle()
@@ -242,6 +256,8 @@ def test_fails_twice_then_succeeds(stack: Stack, worker: Process) -> None:
             "on_job_completed",
         ],
     }
+    # Like the embedded engine: on_job_started for every attempt.
+    assert across(events, ME, worker.pid) == embedded["fails twice then succeeds"]
     retrying = [e for e in events if e["hook"] == "on_job_retrying"]
     assert [e["attempt"] for e in retrying] == [1, 2]
     assert [e["error"]["message"] for e in retrying] == ["attempt 1 fails", "attempt 2 fails"]
@@ -251,7 +267,9 @@ def test_fails_twice_then_succeeds(stack: Stack, worker: Process) -> None:
     assert started == [0, 1, 2]
 
 
-def test_retries_exhausted_fails_once(stack: Stack, worker: Process) -> None:
+def test_retries_exhausted_fails_once(
+    stack: Stack, worker: Process, embedded: dict[str, list[str]]
+) -> None:
     result = stack.task("bridge.doomed").delay()
     stack.events.wait_for("on_job_failed", result.id)
     stack.settle()
@@ -261,33 +279,45 @@ def test_retries_exhausted_fails_once(stack: Stack, worker: Process) -> None:
         ME: ["on_job_enqueued"],
         worker.pid: ["on_job_started", "on_job_retrying", "on_job_started", "on_job_failed"],
     }
-    failed = events[-1]
+    # Where the engines differ: the embedded engine moves the job to its dead-letter
+    # queue; Celery has none of its own, so there is no on_job_dlq.
+    assert [*across(events, ME, worker.pid), "on_job_dlq"] == embedded["retries exhausted"]
+    failed = the(events, "on_job_failed")
     assert failed["error"] == {"type": "ValueError", "message": "always fails"}
     assert failed["job"]["state"] == "failed"
     assert failed["job"]["max_retries"] == 1
 
 
+@pytest.mark.parametrize("task", ["bridge.reject", "bridge.unacked_failure"])
 def test_rejected_message_is_failed_then_dead_lettered_on_rabbitmq(
-    stack: Stack, worker: Process
+    stack: Stack, worker: Process, task: str
 ) -> None:
-    """``Reject(requeue=False)``: dlq only where a dead-letter exchange takes the message."""
-    result = stack.task("bridge.reject").delay()
+    """A message rejected without requeue (``Reject``, or ``acks_on_failure=False``).
+
+    It reaches a dead-letter queue only where a dead-letter exchange takes it.
+    """
+    dead = dead_letter_names(stack.queue)[1]
+    before = stack.queue_length(dead) if stack.kind == "rabbitmq" else 0
+    result = stack.task(task).delay()
     stack.events.wait_for("on_job_failed", result.id)
     stack.settle()
     events = stack.events.of(result.id)
 
     if stack.kind == "rabbitmq":
         assert hooks(events, worker.pid) == ["on_job_started", "on_job_failed", "on_job_dlq"]
-        assert stack.queue_length(dead_letter_names(stack.queue)[1]) == 1
+        assert stack.queue_length(dead) == before + 1
     else:  # Redis drops a rejected message: nothing is dead-lettered
         assert hooks(events, worker.pid) == ["on_job_started", "on_job_failed"]
-    assert events[-1]["error"]["type"] == "Reject"
+    error_type = "Reject" if task == "bridge.reject" else "ValueError"
+    assert the(events, "on_job_failed")["error"]["type"] == error_type
 
 
 # -- workflows -------------------------------------------------------------------------
 
 
-def test_chain_whose_middle_step_fails(stack: Stack, worker: Process) -> None:
+def test_chain_whose_middle_step_fails(
+    stack: Stack, worker: Process, embedded: dict[str, list[str]]
+) -> None:
     add, fail = stack.task("bridge.step_add"), stack.task("bridge.step_fail")
     last = chain(add.s(1), fail.s(), add.s()).apply_async()
     middle, first = last.parent, last.parent.parent
@@ -312,6 +342,9 @@ def test_chain_whose_middle_step_fails(stack: Stack, worker: Process) -> None:
     ]
     assert not [e for e in events if (e.get("job") or {}).get("id") == last.id]
     runs = [e for e in events if "run" in e]
+    # The run-level hooks agree with an embedded workflow whose middle step fails; on
+    # Celery each step is also a job of its own, with its job hooks.
+    assert hooks(runs) == embedded["workflow whose middle step fails"]
     assert {e["run"]["id"] for e in runs} == {run_id}
     assert {e["run"]["name"] for e in runs} == {
         "bridge.step_add | bridge.step_fail | bridge.step_add"
@@ -348,10 +381,39 @@ def test_chain_that_completes(stack: Stack, worker: Process) -> None:
     assert done["elapsed"] >= max(e["elapsed"] for e in runs[1:-1])
 
 
+def test_chain_across_pool_processes(stack: Stack) -> None:
+    """Steps run in any pool process: the run travels with the messages, not in memory."""
+    queue = stack.private_queue()
+    process = stack.worker(queue=queue, pool="prefork", concurrency=2)
+    try:
+        process.wait_for_output("ready.")
+        add = stack.task("bridge.step_add")
+        steps = [add.s(1), add.s(), add.s(), add.s()]
+        last = chain(*(step.set(queue=queue) for step in steps)).apply_async()
+        run_id = last.parent.parent.parent.id
+        stack.events.wait_for("on_workflow_completed", run_id)
+    finally:
+        process.kill()
+    runs = [e for e in stack.events.of(run_id) if "run" in e]
+
+    assert Counter(hooks(runs)) == {
+        "on_workflow_started": 1,
+        "on_workflow_step_completed": 4,
+        "on_workflow_completed": 1,
+    }
+    assert runs[0]["hook"] == "on_workflow_started"
+    assert len({(e["run"]["name"], e["run"]["started_at"]) for e in runs}) == 1
+    completed = next(e for e in runs if e["hook"] == "on_workflow_completed")
+    assert completed["run"]["output"] == 5
+    assert process.pid not in {e["pid"] for e in runs}
+
+
 # -- cron ------------------------------------------------------------------------------
 
 
-def test_beat_publish_is_enqueued_then_cron_fired(stack: Stack, worker: Process) -> None:
+def test_beat_publish_is_enqueued_then_cron_fired(
+    stack: Stack, worker: Process, embedded: dict[str, list[str]]
+) -> None:
     beat = stack.worker(command="beat", env={"BRIDGE_BEAT": "1"})
     try:
         events = stack.events.wait(
@@ -368,6 +430,7 @@ def test_beat_publish_is_enqueued_then_cron_fired(stack: Stack, worker: Process)
         beat.pid: ["on_job_enqueued", "on_cron_fired"],
         worker.pid: ["on_job_started", "on_job_completed"],
     }
+    assert across(events, beat.pid, worker.pid) == embedded["cron"]
     entry = fired["entry"]
     assert (entry["name"], entry["job_name"]) == ("tick", "bridge.ok")
     assert entry["schedule"] == "every 1s"

@@ -267,3 +267,19 @@ def test_the_process_environment_is_read_by_default(
 def test_a_switch_that_is_not_a_switch_value_is_an_error(workdir: Path, variable: str) -> None:
     with pytest.raises(ConfigError, match=f"{variable}='maybe' is not a switch value; set it"):
         load_config(environ={variable: "maybe"})
+
+
+def test_settings_given_in_code_may_hold_live_objects() -> None:
+    """Containers are copied per build; objects such as a provider holding a lock are not."""
+    import threading
+
+    class Provider:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+    provider = Provider()
+    config = Config(settings={"metrics": {"meter_provider": provider, "tags": ["a"]}})
+    first, second = config.settings_for("metrics"), config.settings_for("metrics")
+    assert first["meter_provider"] is provider
+    assert first["tags"] == ["a"]
+    assert first["tags"] is not second["tags"]

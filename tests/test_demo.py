@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from dispatch_ext import HOOK_NAMES
@@ -77,7 +78,7 @@ def test_demo_fires_every_hook_and_feeds_every_built_in(tmp_path: Path) -> None:
     result = run_demo(tmp_path)
     output = result.stdout
     assert result.returncode == 0, output + result.stderr
-    assert "Everything happened as expected." in output
+    assert "Everything happened as expected:" in output
     assert "\x1b[" not in output  # --no-color
 
     table = events_table(output)
@@ -131,6 +132,63 @@ def test_demo_runs_without_the_built_ins_and_says_so(tmp_path: Path) -> None:
     assert set(table) == {"demo", "audit"}
     assert all(table["demo"][hook] for hook in HOOK_NAMES)
     assert " started  " not in output  # --quiet: no line per event
+
+
+def site_without(tmp_path: Path, hidden: str) -> Path:
+    """A copy (by symlinks) of this environment's site-packages without one distribution.
+
+    Everything whose name starts with ``hidden`` (its dist-info, its package, the ``.pth``
+    file and finder of an editable install) is left out, as if it had never been installed.
+    """
+    view = tmp_path / "site-packages"
+    view.mkdir()
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    for entry in purelib.iterdir():
+        key = entry.name.lower().lstrip("_").removeprefix("editable__").lstrip("._")
+        if not key.startswith(hidden):
+            (view / entry.name).symlink_to(entry)
+    return view
+
+
+def test_demo_says_which_built_in_is_missing_and_how_to_install_it(tmp_path: Path) -> None:
+    view = site_without(tmp_path, "dispatch_ext_webhooks")
+    boot = (
+        "import site, sys; site.addsitedir(sys.argv.pop(1)); "
+        "from dispatch_ext.cli import main; main(prog_name='dispatch-ext')"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCH_")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            boot,
+            str(view),
+            "demo",
+            "--seconds",
+            "0.5",
+            "--quiet",
+            "--dir",
+            str(tmp_path / "work"),
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=environ,
+        check=False,
+    )
+    output = result.stdout
+    assert result.returncode == 0, output + result.stderr
+    assert re.search(
+        r"^  webhooks\s+not installed: pip install dispatch-ext-webhooks$",
+        output,
+        re.M,
+    ), output
+    assert "pip install -e plugins/dispatch-ext-webhooks" in output
+    assert set(events_table(output)) == {"demo", "audit", "metrics"}
+    assert "the webhooks extension is not loaded" in output
 
 
 def test_demo_fails_when_an_extension_misbehaves(tmp_path: Path) -> None:

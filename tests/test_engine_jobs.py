@@ -547,7 +547,7 @@ def test_enqueue_returns_only_after_the_row_is_committed(tmp_path: Path) -> None
         jobs = await asyncio.gather(*(engine.enqueue("j", i) for i in range(50)))
         # Another connection (another process, after a crash) sees every row.
         with sqlite3.connect(path) as other:
-            ids = {row[0] for row in other.execute("SELECT id FROM jobs WHERE state = 'pending'")}
+            ids = {str(row[0]) for row in other.execute("SELECT seq FROM jobs WHERE state = 'pending'")}
         assert ids == {job.id for job in jobs}
         await engine.stop()
 

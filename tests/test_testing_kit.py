@@ -399,7 +399,7 @@ def test_fake_distributions_settings_reach_the_constructor(
     )
 
     config = Config(enable=("greeter",), settings={"greeter": {"greeting": "hi"}})
-    record = named(discover(config), "greeter")
+    record = {r.name: r for r in discover(config)}["greeter"]
 
     assert record.status == "loaded"
     assert record.extension.greeting == "hi"  # type: ignore[attr-defined]
@@ -436,9 +436,9 @@ def test_fake_distributions_clean_up_after_themselves(tmp_path: Path) -> None:
     with FakeDistributions(tmp_path / "site") as fakes:
         fakes.extension("kit-transient", "class Extension:\n    def on_shutdown(self): ...\n")
         assert named(discover(config), "kit-transient").status == "loaded"
-        assert "dispatch_ext_kit_transient" in sys.modules
+        assert "fake_dispatch_ext_kit_transient" in sys.modules
     assert sys.path == path_before
-    assert "dispatch_ext_kit_transient" not in sys.modules
+    assert "fake_dispatch_ext_kit_transient" not in sys.modules
     assert [r.name for r in discover(config) if r.name == "kit-transient"] == []
 
 

@@ -19,8 +19,9 @@ How the hooks map onto Celery (the documentation page has the full table):
 - enqueued: ``after_task_publish`` with ``retries == 0`` (a retry re-publishes the same id);
 - started / completed / retrying / failed: ``task_prerun`` / ``task_success`` /
   ``task_retry`` / ``task_failure`` (Celery fires the last only when no retry remains);
-- dlq: ``task_failure`` for :class:`celery.exceptions.Reject` ``(requeue=False)`` when the
-  task's queue declares ``x-dead-letter-exchange`` on an AMQP broker;
+- dlq: ``task_failure`` of a message Celery rejects without requeueing (``Reject(requeue
+  =False)``, or ``acks_late`` with ``acks_on_failure=False``) when the task's queue
+  declares ``x-dead-letter-exchange`` on an AMQP broker;
 - workflows: chains, with the chain's ``root_id`` as the run id;
 - cron fired: a publish carrying beat's ``celery_beat_task`` header;
 - shutdown: ``worker_process_shutdown`` in pool processes, ``worker_shutdown`` in the main
@@ -38,7 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import signals
-from celery.exceptions import Reject
+from celery.exceptions import Reject, TimeLimitExceeded, WorkerLostError
 
 from ..models import CronEntry, Job, JobState, RunState, WorkflowRun, freeze
 from ..registry import Registry
@@ -409,7 +410,7 @@ class CeleryBridge:
 
         job = functools.cache(failed_job)
         self.processes.emit("on_job_failed", lambda: {"job": job(), "error": error})
-        if isinstance(error, Reject) and self._dead_lettered(task):
+        if _rejected_without_requeue(task, error) and self._dead_lettered(task):
             self.processes.emit(
                 "on_job_dlq", lambda: {"job": replace(job(), state=JobState.DEAD), "error": error}
             )
@@ -534,6 +535,17 @@ class CeleryBridge:
             return "x-dead-letter-exchange" in arguments
         except Exception:
             return False
+
+
+def _rejected_without_requeue(task: Any, error: BaseException) -> bool:
+    """Whether Celery rejects the failed message without requeueing it (see Request)."""
+    if isinstance(error, Reject):
+        return True  # task_failure is only sent for Reject(requeue=False)
+    if not getattr(task, "acks_late", False) or isinstance(error, TimeLimitExceeded):
+        return False  # acknowledged early; or a timeout: acknowledged or requeued
+    if isinstance(error, WorkerLostError) and getattr(task, "reject_on_worker_lost", False):
+        return False  # requeued
+    return getattr(task, "acks_on_failure", None) is False
 
 
 def _stamp(request: Any) -> Mapping[str, Any] | None:

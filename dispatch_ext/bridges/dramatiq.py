@@ -169,6 +169,8 @@ class DispatchMiddleware(Middleware):
 
     @_guarded
     def before_process_message(self, broker: Any, message: Any) -> None:
+        with self._lock:  # an eta noted for this id belongs to an earlier attempt
+            self._retry_etas.pop(message.message_id, None)
         if message.failed:
             return  # rejected before running (e.g. an age limit): it never starts
         started_at = self.timers.start(message.message_id)

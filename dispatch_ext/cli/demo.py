@@ -17,15 +17,16 @@ from .app import main
     type=click.FloatRange(min=0),
     default=3.0,
     show_default=True,
-    help="How long the stock-report cron entry keeps firing, once a second.",
+    help="How long the stock-report cron entry keeps firing, once a second (at least until "
+    "it fired once).",
 )
 @click.option(
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for the working files (database, audit log, webhook outbox); "
-    "default: a new temporary folder.",
+    help="Folder for the working files demo.db, audit.jsonl and webhooks-outbox.db, "
+    "replaced at each run (default: a new temporary folder).",
 )
 @click.option(
     "--db",

@@ -28,6 +28,8 @@ _LABELS = {
     "on_shutdown": ("shutdown", "blue"),
 }
 
+_SHOW_PAYLOAD = frozenset({"on_job_enqueued", "on_workflow_started"})
+
 
 class Console:
     """Prints to a stream, with colours only when asked or when the stream is a terminal.
@@ -63,23 +65,26 @@ class Console:
         self.echo(text, fg="red", bold=True)
 
     def event(self, event: Event) -> None:
-        """One line per event: time, what happened, to what, and the detail."""
+        """One line per event: time, what happened, to which job or run, and the detail.
+
+        The payload is shown where a job or run begins; later lines carry the same short
+        id (the end of the full one) instead.
+        """
         label, color = _LABELS.get(event.hook, (event.hook, None))
-        ident = f" {event.id[:8]}" if event.id and event.id != event.name else ""
-        subject = f"{event.name}{ident}"
-        parts = [p for p in (compact(event.payload, 36), event.detail) if p]
-        line = "  ".join(
-            [
-                click.style(f"{event.at:6.2f}s", dim=True),
-                click.style(f"{label:<18}", fg=color, bold=color is not None),
-                f"{subject:<24}",
-                click.style(
-                    "  ".join(parts), fg="red" if event.failed else None, dim=not event.failed
-                ),
-            ]
-        )
+        ident = f"#{event.id[-6:]}" if event.kind in ("job", "workflow") else ""
+        shown = event.detail
+        if event.hook in _SHOW_PAYLOAD:
+            shown = "  ".join(p for p in (compact(event.payload, 80), event.detail) if p)
+        cells = [
+            click.style(f"{event.at:6.2f}s", dim=True),
+            click.style(f"{label:<18}", fg=color, bold=color is not None),
+            f"{event.name:<14} {ident:<7}",
+        ]
+        if shown:
+            cells.append(click.style(shown, fg="red" if event.failed else None))
+        line = "  ".join(cells)
         with self._lock:
-            click.echo(line.rstrip(), file=self.file, color=self.color)
+            click.echo(line if shown else line.rstrip(), file=self.file, color=self.color)
 
 
 def table(

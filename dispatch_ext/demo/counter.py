@@ -27,6 +27,7 @@ class Event:
     Attributes:
         hook: The hook's name, e.g. ``on_job_retrying``.
         at: Seconds since the counter was created.
+        kind: What it is about: ``job``, ``workflow``, ``cron`` or ``engine``.
         id: The job id, run id or cron entry name (empty for ``on_shutdown``).
         name: The job, workflow or cron entry name.
         payload: The job payload or the run input, as given to the hook.
@@ -36,6 +37,7 @@ class Event:
 
     hook: str
     at: float
+    kind: str
     id: str = ""
     name: str = ""
     payload: Any = None
@@ -81,15 +83,17 @@ class EventCounter:
         return time.monotonic() - self._started
 
     def _job(self, hook: str, job: Job, detail: str = "", failed: bool = False) -> None:
-        self._record(Event(hook, self._now(), job.id, job.name, job.payload, detail, failed))
+        self._record(Event(hook, self._now(), "job", job.id, job.name, job.payload, detail, failed))
 
     def _run(self, hook: str, run: WorkflowRun, detail: str = "", failed: bool = False) -> None:
-        self._record(Event(hook, self._now(), run.id, run.name, run.input, detail, failed))
+        self._record(
+            Event(hook, self._now(), "workflow", run.id, run.name, run.input, detail, failed)
+        )
 
     # -- the 13 hooks ---------------------------------------------------------------------
 
     def on_job_enqueued(self, job: Job) -> None:
-        self._job("on_job_enqueued", job, f"queue {job.queue}")
+        self._job("on_job_enqueued", job)
 
     def on_job_started(self, job: Job) -> None:
         attempt = job.retry_count + 1
@@ -131,18 +135,21 @@ class EventCounter:
         self._run("on_workflow_failed", run, _error(error), failed=True)
 
     def on_cron_fired(self, entry: CronEntry, job: Job) -> None:
-        detail = f"enqueued {job.name} {job.id[:8]}"
-        self._record(Event("on_cron_fired", self._now(), entry.name, entry.name, None, detail))
+        detail = f"enqueued {job.name} #{job.id[-6:]}"
+        self._record(
+            Event("on_cron_fired", self._now(), "cron", entry.name, entry.name, None, detail)
+        )
 
     def on_shutdown(self) -> None:
-        self._record(Event("on_shutdown", self._now(), detail="workers drained"))
+        self._record(Event("on_shutdown", self._now(), "engine", detail="workers drained"))
 
     # -- reading it back ------------------------------------------------------------------
 
-    def history(self, id: str) -> list[Event]:
-        """The events of one job or workflow run, in the order they were heard."""
+    def history(self, kind: str, id: str) -> list[Event]:
+        """The events of one job (``kind="job"``) or workflow run (``"workflow"``), in the
+        order they were heard."""
         with self._lock:
-            return [e for e in self.events if e.id == id and e.hook != "on_cron_fired"]
+            return [e for e in self.events if e.kind == kind and e.id == id]
 
     def silent_hooks(self) -> list[str]:
         """The hooks that never fired, in reference order."""
@@ -156,7 +163,7 @@ def check_expectations(counter: EventCounter, expected: Iterable[Expectation]) -
     """
     problems = []
     for exp in expected:
-        hooks = [e.hook for e in counter.history(exp.id)]
+        hooks = [e.hook for e in counter.history(exp.kind, exp.id)]
         terminal = _TERMINAL_JOB if exp.kind == "job" else _TERMINAL_RUN
         ends = [h for h in hooks if h in terminal]
         label = f"{exp.kind} {exp.name} {exp.id[:8]} ({exp.what})"

@@ -12,7 +12,7 @@ every lifecycle event happens:
   then a completion);
 * the courier does not deliver to postcode ``ZZ9 9ZZ`` (every attempt fails: the job ends
   in the dead-letter queue);
-* the card ``4000 0000 0000 0002`` is declined (the workflow fails at its middle step).
+* the card token ``tok_declined`` is declined (the workflow fails at its middle step).
 
 Use it with any engine::
 
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DECLINED_CARD",
+    "GOOD_CARD",
     "UNSERVED_POSTCODE",
     "CardDeclined",
     "CourierRejected",
@@ -50,13 +51,17 @@ __all__ = [
     "SupplierTimeout",
 ]
 
-DECLINED_CARD = "4000 0000 0000 0002"
-"""The card number the simulated gateway declines."""
+DECLINED_CARD = "tok_declined"
+"""The card token the simulated gateway declines."""
 
 UNSERVED_POSTCODE = "ZZ9 9ZZ"
 """The postcode the simulated courier does not deliver to."""
 
-GOOD_CARD = "4242 4242 4242 4242"
+GOOD_CARD = "tok_visa"
+"""A card token the simulated gateway accepts."""
+
+COURIER_RETRIES = 2
+"""Retries of ``book_courier`` after its first attempt."""
 
 
 class OutOfStock(Exception):
@@ -112,7 +117,7 @@ class CardGateway:
     async def charge(self, order: str, amount: float, card: str) -> dict[str, Any]:
         await asyncio.sleep(0.01)  # the network round trip
         if card == DECLINED_CARD:
-            raise CardDeclined(f"order {order}: card ending {card[-4:]} was declined")
+            raise CardDeclined(f"order {order}: the card {card} was declined")
         self.charges.append((order, amount))
         return {"order": order, "charged": amount, "receipt": f"ch_{order}"}
 
@@ -205,9 +210,9 @@ class OrderPipeline:
         engine.job("charge_card", queue="payments", backoff=self.backoff)(self.charge_card)
         engine.job("send_receipt", queue="email", backoff=self.backoff)(self.send_receipt)
         engine.job("restock", queue="supplier", max_retries=3, backoff=self.backoff)(self.restock)
-        engine.job("book_courier", queue="shipping", max_retries=2, backoff=self.backoff)(
-            self.book_courier
-        )
+        engine.job(
+            "book_courier", queue="shipping", max_retries=COURIER_RETRIES, backoff=self.backoff
+        )(self.book_courier)
         engine.job("report_stock", queue="reports")(self.report_stock)
         engine.workflow("fulfil_order")(self.fulfil_order)
         engine.cron("stock_report", self.report_schedule, "report_stock")
@@ -260,76 +265,53 @@ class OrderPipeline:
     # -- a morning's worth of orders -----------------------------------------------------
 
     async def submit_sample_orders(self, engine: Engine) -> list[Expectation]:
-        """Enqueue a handful of jobs and start two workflow runs; say how each should end."""
+        """Enqueue a morning's jobs and start two workflow runs; say how each should end."""
         expected: list[Expectation] = []
 
         async def job(
-            name: str, payload: dict[str, Any], outcome: str, retries: int, what: str
+            name: str,
+            payload: dict[str, Any],
+            what: str,
+            ends: str = "on_job_completed",
+            retries: int = 0,
         ) -> None:
             submitted = await engine.enqueue(name, payload)
-            expected.append(Expectation("job", submitted.id, name, outcome, retries, what))
+            expected.append(Expectation("job", submitted.id, name, ends, retries, what))
 
-        async def run(payload: dict[str, Any], outcome: str, what: str) -> None:
-            submitted = await engine.start_workflow("fulfil_order", payload)
-            expected.append(Expectation("workflow", submitted.id, "fulfil_order", outcome, 0, what))
+        async def fulfil(order: dict[str, Any], what: str, ends: str) -> None:
+            submitted = await engine.start_workflow("fulfil_order", order)
+            expected.append(Expectation("workflow", submitted.id, "fulfil_order", ends, 0, what))
 
+        # Three web orders, each handled by three independent jobs: all of them succeed.
         for order, sku, qty, amount in (
             ("A-1001", "mug", 2, 24.0),
             ("A-1002", "tee", 1, 18.5),
             ("A-1003", "mug", 1, 12.0),
         ):
-            item = {"order": order, "sku": sku, "qty": qty}
-            await job("reserve_stock", item, "on_job_completed", 0, f"order {order}: stock")
-            await job(
-                "charge_card",
-                {"order": order, "amount": amount, "card": GOOD_CARD},
-                "on_job_completed",
-                0,
-                f"order {order}: payment",
-            )
-            await job(
-                "send_receipt",
-                {"order": order, "email": f"{order.lower()}@example.com"},
-                "on_job_completed",
-                0,
-                f"order {order}: receipt",
-            )
-        await job(
-            "restock",
-            {"request": "R-77", "sku": "mug", "qty": 50},
-            "on_job_completed",
-            self.supplier.failures,
-            "restock R-77: supplier times out twice",
-        )
-        await job(
-            "book_courier",
-            {"order": "A-1003", "postcode": UNSERVED_POSTCODE},
-            "on_job_dlq",
-            2,
-            "order A-1003: courier refuses the postcode",
-        )
-        await run(
-            {
-                "order": "A-1004",
-                "sku": "tee",
-                "qty": 2,
-                "amount": 37.0,
-                "card": GOOD_CARD,
-                "postcode": "EC1A 1BB",
-            },
+            card = {"order": order, "amount": amount, "card": GOOD_CARD}
+            email = {"order": order, "email": f"{order.lower()}@example.com"}
+            await job("reserve_stock", {"order": order, "sku": sku, "qty": qty}, f"{order} stock")
+            await job("charge_card", card, f"{order} payment")
+            await job("send_receipt", email, f"{order} receipt")
+
+        # A restock: the supplier times out twice, the third attempt gets through.
+        restock = {"request": "R-77", "sku": "mug", "qty": 50}
+        await job("restock", restock, "R-77 restock", retries=self.supplier.failures)
+
+        # A parcel the courier refuses on every attempt: retried, then dead-lettered.
+        parcel = {"order": "A-1003", "postcode": UNSERVED_POSTCODE}
+        await job("book_courier", parcel, "A-1003 parcel", "on_job_dlq", COURIER_RETRIES)
+
+        # Two orders fulfilled end to end; the second one's card is declined at step 2.
+        basket = {"sku": "tee", "qty": 2, "amount": 37.0, "postcode": "EC1A 1BB"}
+        await fulfil(
+            {"order": "A-1004", "card": GOOD_CARD, **basket},
+            "A-1004 fulfilment",
             "on_workflow_completed",
-            "order A-1004: fulfilled end to end",
         )
-        await run(
-            {
-                "order": "A-1005",
-                "sku": "mug",
-                "qty": 1,
-                "amount": 12.0,
-                "card": DECLINED_CARD,
-                "postcode": "EC1A 1BB",
-            },
+        await fulfil(
+            {"order": "A-1005", "card": DECLINED_CARD, **basket},
+            "A-1005 fulfilment",
             "on_workflow_failed",
-            "order A-1005: card declined at step 2",
         )
         return expected

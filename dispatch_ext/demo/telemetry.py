@@ -77,8 +77,7 @@ def start_metrics() -> MetricsSink | None:
     """Build an SDK meter provider with an in-memory reader; ``None`` without the SDK.
 
     The provider reaches the metrics extension through its settings, so nothing global is
-    set. Settings are deep-copied on their way to an extension; this provider is shared
-    as it is instead (a copy would hold copied locks and report to no reader).
+    set.
     """
     try:
         from opentelemetry.sdk.metrics import MeterProvider
@@ -86,9 +85,5 @@ def start_metrics() -> MetricsSink | None:
     except ImportError:
         return None
 
-    class SharedMeterProvider(MeterProvider):
-        def __deepcopy__(self, memo: dict[int, Any]) -> SharedMeterProvider:
-            return self
-
     reader = InMemoryMetricReader()
-    return MetricsSink(SharedMeterProvider(metric_readers=[reader]), reader)
+    return MetricsSink(MeterProvider(metric_readers=[reader]), reader)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..models import Job, thaw
 from .errors import DeadLetterError, UnknownJobError
-from .records import DeadLetter, JobRecord, new_id
+from .records import DeadLetter, JobRecord
 from .store import Store
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def replay_job(entry: DeadLetter) -> JobRecord:
     dead = entry.job
     now = time.time()
     return JobRecord(
-        new_id(),
+        "",
         dead.name,
         json.dumps(thaw(dead.payload), separators=(",", ":")),
         queue=dead.queue,
@@ -83,9 +83,9 @@ class DeadLetterQueue:
                 + engine._unknown("job", entry.job.name, engine._jobs, "@engine.job")
             )
         job = replay_job(entry)
+        await engine.store.replay_dead(entry_id, job)  # gives the job its id
         gate = engine._hold(job.id) if engine._listening("on_job_enqueued") else None
         try:
-            await engine.store.replay_dead(entry_id, job)
             if engine._pool is not None:
                 engine._pool.wake()
             snapshot = job.snapshot()

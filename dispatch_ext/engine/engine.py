@@ -330,8 +330,7 @@ class Engine:
     def _hurry(self) -> None:
         """Stop waiting for running jobs and workflows (a second signal)."""
         if self._pool is not None:
-            for task in self._pool._workers:
-                task.cancel()
+            self._pool.hurry()
         for task in self._runs:
             task.cancel()
 
@@ -391,7 +390,7 @@ class Engine:
         now = time.time()
         if not opts:
             return JobRecord(
-                new_id(),
+                "",  # the store assigns the id
                 name,
                 text,
                 queue=spec.queue,
@@ -417,7 +416,7 @@ class Engine:
         if not isinstance(queue, str) or not queue:
             raise TypeError(f"enqueue({name!r}): queue must be a non-empty string")
         return JobRecord(
-            new_id(),
+            "",
             name,
             text,
             queue=queue,
@@ -431,10 +430,11 @@ class Engine:
     async def _enqueue(self, job: JobRecord, after: Callable[[Job], Any] | None = None) -> Job:
         if not self._opened:
             await self._open()
+        await self.store.add_job(job)  # gives the job its id
+        # No await between the insert and here: a worker cannot have the job yet.
         listening = self._listening("on_job_enqueued") or after is not None
         gate = self._hold(job.id) if listening else None
         try:
-            await self.store.add_job(job)
             if self._pool is not None:
                 self._pool.wake()
             snapshot = job.snapshot()

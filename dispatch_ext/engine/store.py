@@ -8,7 +8,7 @@ stored (for SQLite: committed).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 from .records import DeadLetter, JobRecord, RunRecord
@@ -43,8 +43,13 @@ class Store(Protocol):
     async def release(self, jobs: Sequence[JobRecord]) -> None:
         """Put claimed jobs that did not run back in their queue, unchanged."""
 
-    async def complete(self, job: JobRecord) -> None:
-        """Store ``job`` as ``completed`` (``completed_at`` is set on the record)."""
+    def complete(self, job: JobRecord) -> Awaitable[None]:
+        """Store ``job`` as ``completed`` (``completed_at`` is set on the record).
+
+        A plain method: the change is queued when called, and the returned awaitable
+        says when it is stored. The engine awaits it only when a hook listens, so that
+        completions without listeners share commits with the next writes.
+        """
 
     async def retry(self, job: JobRecord) -> None:
         """Store ``job`` as ``retrying`` with its new ``run_at`` and ``retry_count``."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import heapq
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 
 from ..models import JobState, RunState
 from .records import DeadLetter, JobRecord, RunRecord, to_datetime
@@ -60,6 +61,7 @@ class MemoryStore:
 
     async def add_job(self, job: JobRecord) -> None:
         job.seq = next(self._seq)
+        job.id = str(job.seq)
         stored = self._copy(job)
         self._jobs[job.id] = stored
         self._by_seq[job.seq] = stored
@@ -90,9 +92,12 @@ class MemoryStore:
                 stored.state, stored.started_at = JobState.PENDING, None
                 self._push(stored)
 
-    async def complete(self, job: JobRecord) -> None:
+    def complete(self, job: JobRecord) -> Awaitable[None]:
         stored = self._by_seq[job.seq]
         stored.state, stored.completed_at = JobState.COMPLETED, job.completed_at
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def retry(self, job: JobRecord) -> None:
         stored = self._by_seq[job.seq]
@@ -140,6 +145,8 @@ class MemoryStore:
             for job in self._jobs.values()
             if job.state is JobState.COMPLETED and (job.completed_at or 0.0) < before
         ]
+        newest = max(self._by_seq, default=0)
+        old = [job for job in old if job.seq != newest]
         for job in old:
             del self._jobs[job.id]
             del self._by_seq[job.seq]

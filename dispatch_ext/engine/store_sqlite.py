@@ -20,12 +20,13 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..models import JobState, RunState
 from .records import DeadLetter, JobRecord, RunRecord, to_datetime
+from .sqlite_writer import WriteQueue
 
 __all__ = ["DEFAULT_DATABASE", "SQLiteStore"]
 
@@ -40,7 +41,6 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
         name TEXT NOT NULL,
         queue TEXT NOT NULL,
         payload TEXT NOT NULL,
@@ -92,38 +92,35 @@ _SCHEMA = (
 )
 
 _COLUMNS = (
-    "seq, id, name, queue, payload, state, priority, max_retries, retry_count, last_error, "
+    "seq, name, queue, payload, state, priority, max_retries, retry_count, last_error, "
     "run_at, created_at, started_at, completed_at, timeout"
 )
 _WAITING = "state IN ('pending', 'retrying')"
 _STATES = {state.value: state for state in JobState}
 
-_Op = tuple[Callable[..., Any], Any, "asyncio.Future[Any]", bool]
-
 
 def _job(row: Sequence[Any]) -> JobRecord:
     return JobRecord(
+        str(row[0]),
         row[1],
-        row[2],
-        row[4],
-        queue=row[3],
-        state=_STATES[row[5]],
-        priority=row[6],
-        max_retries=row[7],
-        retry_count=row[8],
-        last_error=row[9],
-        run_at=row[10],
-        created_at=row[11],
-        started_at=row[12],
-        completed_at=row[13],
-        timeout=row[14],
+        row[3],
+        queue=row[2],
+        state=_STATES[row[4]],
+        priority=row[5],
+        max_retries=row[6],
+        retry_count=row[7],
+        last_error=row[8],
+        run_at=row[9],
+        created_at=row[10],
+        started_at=row[11],
+        completed_at=row[12],
+        timeout=row[13],
         seq=row[0],
     )
 
 
 def _job_params(job: JobRecord) -> tuple[Any, ...]:
     return (
-        job.id,
         job.name,
         job.queue,
         job.payload,
@@ -139,8 +136,8 @@ def _job_params(job: JobRecord) -> tuple[Any, ...]:
 
 
 _INSERT = (
-    "INSERT INTO jobs (id, name, queue, payload, state, priority, max_retries, retry_count, "
-    "last_error, run_at, created_at, timeout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO jobs (name, queue, payload, state, priority, max_retries, retry_count, "
+    "last_error, run_at, created_at, timeout) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -169,8 +166,7 @@ class SQLiteStore:
         self.recover = recover
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ops: list[_Op] = []
-        self._scheduled = False
+        self._writer: WriteQueue | None = None
         self._claim_sql: dict[int, str] = {}
 
     def __repr__(self) -> str:
@@ -188,6 +184,8 @@ class SQLiteStore:
         self._loop = asyncio.get_running_loop()
         conn, recovered = await asyncio.to_thread(self._connect)
         self._conn = conn
+        self._writer = WriteQueue(conn, self._loop, self.path)
+        self._writer.start_checkpointer()
         return recovered
 
     def _connect(self) -> tuple[sqlite3.Connection, int]:
@@ -230,88 +228,19 @@ class SQLiteStore:
         return conn, recovered
 
     async def close(self) -> None:
-        if self._conn is None:
-            return
-        while self._ops:
-            self._flush()
-            if self._ops:  # another process holds the write lock: wait a little
-                await asyncio.sleep(0.01)
-        conn, self._conn = self._conn, None
-        conn.close()
+        writer, self._writer, self._conn = self._writer, None, None
+        if writer is not None:
+            await writer.close()
 
-    # -- the write queue ----------------------------------------------------------------
+    # -- writing ----------------------------------------------------------------------
 
-    def _submit(self, fn: Callable[..., Any], arg: Any, batch: bool = False) -> asyncio.Future[Any]:
-        loop = self._loop
-        if self._conn is None or loop is None:
+    def _submit(
+        self, fn: Callable[..., Any], arg: Any, batch: bool = False, wait: bool = True
+    ) -> asyncio.Future[Any]:
+        writer = self._writer
+        if writer is None:
             raise RuntimeError(f"{self!r} is not open; use it through an Engine")
-        future = loop.create_future()
-        self._ops.append((fn, arg, future, batch))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return future
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        ops, conn = self._ops, self._conn
-        if not ops or conn is None:
-            return
-        self._ops = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                self._ops = ops + self._ops
-                self._retry_later()
-                return
-            self._fail(ops, exc)
-            return
-        try:
-            results = self._apply(conn, ops)
-            conn.execute("COMMIT")
-        except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if len(ops) == 1:
-                self._fail(ops, exc)
-            else:  # isolate the faulty change: write the others one by one
-                for op in ops:
-                    self._ops.append(op)
-                    self._flush()
-            return
-        for (_, _, future, _), result in zip(ops, results, strict=True):
-            if not future.done():
-                future.set_result(result)
-
-    def _retry_later(self) -> None:
-        if not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_later(0.01, self._flush)
-
-    @staticmethod
-    def _fail(ops: list[_Op], exc: BaseException) -> None:
-        for _, _, future, _ in ops:
-            if not future.done():
-                future.set_exception(exc)
-
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, ops: list[_Op]) -> list[Any]:
-        results: list[Any] = []
-        i, n = 0, len(ops)
-        while i < n:
-            fn, arg, _, batch = ops[i]
-            if not batch:
-                results.append(fn(conn, arg))
-                i += 1
-                continue
-            j = i + 1
-            while j < n and ops[j][0] is fn:
-                j += 1
-            fn(conn, [op[1] for op in ops[i:j]])
-            results.extend([None] * (j - i))
-            i = j
-        return results
+        return writer.submit(fn, arg, batch=batch, wait=wait)
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -337,8 +266,8 @@ class SQLiteStore:
         if jobs:
             await self._submit(_release, [job.seq for job in jobs])
 
-    async def complete(self, job: JobRecord) -> None:
-        await self._submit(_complete, (job.completed_at, job.seq), True)
+    def complete(self, job: JobRecord) -> Awaitable[None]:
+        return self._submit(_complete, (job.completed_at, job.seq), True, wait=False)
 
     async def retry(self, job: JobRecord) -> None:
         await self._submit(
@@ -350,9 +279,11 @@ class SQLiteStore:
         return entry_id
 
     async def get_job(self, job_id: str) -> JobRecord | None:
-        row = await self._submit(
-            _fetchone, (f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        )
+        try:
+            seq = int(job_id)
+        except (TypeError, ValueError):
+            return None
+        row = await self._submit(_fetchone, (f"SELECT {_COLUMNS} FROM jobs WHERE seq = ?", (seq,)))
         return None if row is None else _job(row)
 
     async def next_run_at(self, names: Collection[str]) -> float | None:
@@ -389,7 +320,12 @@ class SQLiteStore:
     async def prune(self, before: float) -> int:
         count: int = await self._submit(
             _rowcount,
-            ("DELETE FROM jobs WHERE state = 'completed' AND completed_at < ?", (before,)),
+            (
+                # The newest row stays, so that sequence numbers (job ids) never come back.
+                "DELETE FROM jobs WHERE state = 'completed' AND completed_at < ? "
+                "AND seq < (SELECT MAX(seq) FROM jobs)",
+                (before,),
+            ),
         )
         return count
 
@@ -490,21 +426,16 @@ class SQLiteStore:
 
 
 def _insert_jobs(conn: sqlite3.Connection, jobs: list[JobRecord]) -> None:
+    """Insert jobs; each gets its sequence number, which is also its id."""
     if len(jobs) == 1:
-        cursor = conn.execute(_INSERT, _job_params(jobs[0]))
-        jobs[0].seq = cursor.lastrowid or 0
+        seq = conn.execute(_INSERT, _job_params(jobs[0])).lastrowid or 0
+        jobs[0].seq, jobs[0].id = seq, str(seq)
         return
     conn.executemany(_INSERT, [_job_params(job) for job in jobs])
-    # executemany leaves lastrowid unset; the rows are contiguous only without concurrent
-    # writers, so look the sequence numbers up (needed to complete the jobs by seq).
-    first = conn.execute("SELECT seq FROM jobs WHERE id = ?", (jobs[0].id,)).fetchone()[0]
-    last = conn.execute("SELECT seq FROM jobs WHERE id = ?", (jobs[-1].id,)).fetchone()[0]
-    if last - first == len(jobs) - 1:
-        for offset, job in enumerate(jobs):
-            job.seq = first + offset
-    else:  # pragma: no cover - the transaction holds the write lock, so rows are contiguous
-        for job in jobs:
-            job.seq = conn.execute("SELECT seq FROM jobs WHERE id = ?", (job.id,)).fetchone()[0]
+    # The transaction holds the write lock, so the new rows are the last ones, in order.
+    last = conn.execute("SELECT MAX(seq) FROM jobs").fetchone()[0]
+    for seq, job in enumerate(jobs, start=last - len(jobs) + 1):
+        job.seq, job.id = seq, str(seq)
 
 
 def _claim(conn: sqlite3.Connection, arg: tuple[str, tuple[Any, ...]]) -> list[JobRecord]:

@@ -1,9 +1,11 @@
 """The worker pool: a feeder claims due jobs in batches, workers run them.
 
-One feeder task claims jobs for the idle workers (plus a small prefetch while jobs are
-short, so that one claim serves many jobs) and ``concurrency`` worker tasks run them:
-async handlers on the loop, sync handlers on daemon threads. Every state change is
-stored before its hook fires.
+One feeder task claims jobs for the idle workers (plus a prefetch while jobs are short,
+so that one claim serves many jobs) and ``concurrency`` worker tasks run them: async
+handlers on the loop, sync handlers on daemon threads. Every state change is stored
+before its hook fires. Timeouts are kept by one watchdog timer for the whole pool (a
+``call_at`` per pool rather than a timeout context per job), which cancels a job's
+handler when its deadline passes.
 """
 
 from __future__ import annotations
@@ -33,31 +35,20 @@ logger = logging.getLogger("dispatch_ext.engine")
 
 _MAX_PREFETCH = 64
 _SHORT_JOB = 0.01  # seconds: jobs shorter than this on average are worth prefetching
+_YIELD_EVERY = 32  # jobs a worker may run without giving the loop a turn
+_INFINITY = float("inf")
 
 
-class _Expired(Exception):
-    """The per-job timeout ran out."""
+class _Slot:
+    """One worker: its task, and the job it runs with that job's deadline."""
 
+    __slots__ = ("deadline", "expired", "job", "task")
 
-if sys.version_info >= (3, 11):
-
-    async def _within(awaitable: Awaitable[Any], seconds: float) -> Any:
-        limit = asyncio.timeout(seconds)
-        try:
-            async with limit:
-                return await awaitable
-        except TimeoutError:
-            if limit.expired():
-                raise _Expired from None
-            raise
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(awaitable: Awaitable[Any], seconds: float) -> Any:
-        try:
-            return await asyncio.wait_for(awaitable, seconds)
-        except asyncio.TimeoutError:
-            raise _Expired from None
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.job: JobRecord | None = None
+        self.deadline: float | None = None  # loop time
+        self.expired = False
 
 
 class WorkerPool:
@@ -67,24 +58,28 @@ class WorkerPool:
         self.engine = engine
         self.concurrency = concurrency
         self.ready: deque[JobRecord] = deque()
-        self.running: dict[int, JobRecord] = {}
+        self.running = 0
         self.stopping = False
+        self._hurrying = False
+        self._loop = asyncio.get_running_loop()
+        self._slots = [_Slot() for _ in range(concurrency)]
         self._idle: list[asyncio.Future[None]] = []
         self._feed = asyncio.Event()
         self._progress = asyncio.Event()
         self._feeder: asyncio.Task[None] | None = None
-        self._workers: list[asyncio.Task[None]] = []
         self._average: float | None = None  # moving average of job durations
         self._prefetch = concurrency
+        self._watch_at = _INFINITY
+        self._watch: asyncio.TimerHandle | None = None
+        self._completions: deque[tuple[Awaitable[None], JobRecord, float]] = deque()
+        self._announcer: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
         self._feeder = asyncio.create_task(self._feed_loop(), name="dispatch-feeder")
-        self._workers = [
-            asyncio.create_task(self._work_loop(), name=f"dispatch-worker-{i + 1}")
-            for i in range(self.concurrency)
-        ]
+        for i, slot in enumerate(self._slots):
+            slot.task = asyncio.create_task(self._work_loop(slot), name=f"dispatch-worker-{i + 1}")
 
     def wake(self) -> None:
         """New work may be due (an enqueue, a retry): let the feeder look."""
@@ -92,13 +87,20 @@ class WorkerPool:
 
     @property
     def busy(self) -> bool:
-        return bool(self.ready or self.running)
+        return bool(self.ready or self.running or self._completions)
 
     async def wait_progress(self, timeout: float) -> None:
         """Wait until a job finishes (or ``timeout`` seconds pass)."""
         self._progress.clear()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._progress.wait(), timeout)
+
+    def hurry(self) -> None:
+        """Cancel the running jobs (a second signal, or the shutdown timeout)."""
+        self._hurrying = True
+        for slot in self._slots:
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming, put unstarted jobs back, let running jobs finish up to ``timeout``."""
@@ -113,19 +115,22 @@ class WorkerPool:
             unstarted = list(self.ready)
             self.ready.clear()
             await self.engine.store.release(unstarted)
-        if self._workers:
-            _, late = await asyncio.wait(self._workers, timeout=timeout)
+        tasks = [slot.task for slot in self._slots if slot.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
             if late:
                 logger.warning(
                     "%d job(s) still running after the %.1f s shutdown timeout were "
                     "interrupted; they go back to the queue",
-                    len(self.running),
+                    self.running,
                     timeout,
                 )
-                for task in late:
-                    task.cancel()
+                self.hurry()
                 await asyncio.gather(*late, return_exceptions=True)
-        self._workers = []
+        if self._watch is not None:
+            self._watch.cancel()
+        if self._announcer is not None:
+            await asyncio.gather(self._announcer, return_exceptions=True)
         self._progress.set()
 
     def _stopped(self) -> bool:
@@ -173,17 +178,23 @@ class WorkerPool:
 
     # -- workers ------------------------------------------------------------------------
 
-    async def _work_loop(self) -> None:
-        ready, loop = self.ready, asyncio.get_running_loop()
+    async def _work_loop(self, slot: _Slot) -> None:
+        ready, loop, run = self.ready, self._loop, self._run
+        streak = 0
         while True:
             if ready:
                 job = ready.popleft()
                 if len(ready) <= self._prefetch >> 1:
                     self._feed.set()
-                await self._execute(job)
+                await run(slot, job)
+                streak += 1
+                if streak >= _YIELD_EVERY:  # jobs that never block would starve the loop
+                    streak = 0
+                    await asyncio.sleep(0)
                 continue
             if self.stopping:
                 return
+            streak = 0
             waiter = loop.create_future()
             self._idle.append(waiter)
             self._feed.set()
@@ -193,57 +204,140 @@ class WorkerPool:
                 if waiter in self._idle:
                     self._idle.remove(waiter)
 
-    async def _execute(self, job: JobRecord) -> None:
+    async def _run(self, slot: _Slot, job: JobRecord) -> None:
         engine = self.engine
         spec = engine._jobs.get(job.name)
         if spec is None:  # unregistered since the claim: leave it for another engine
             await engine.store.release([job])
             return
-        gate = engine._gates.get(job.id)
-        if gate is not None:  # its enqueue (or retry) hook has not finished yet
-            await asyncio.shield(gate)
+        if engine._gates:
+            gate = engine._gates.get(job.id)
+            if gate is not None:  # its enqueue (or retry) hook has not finished yet
+                await asyncio.shield(gate)
         listening = engine._listening
-        self.running[job.seq] = job
+        self.running += 1
+        slot.job = job
         try:
             if listening("on_job_started"):
                 await engine._emit("on_job_started", job=job.snapshot())
             started = time.perf_counter()
             try:
-                await self._call(spec, job)
+                await self._call(slot, spec, job)
             except asyncio.CancelledError:
-                await engine.store.release([job])
-                raise
+                if not slot.expired and self._hurrying:
+                    await engine.store.release([job])
+                    raise
+                error: Exception = (
+                    self._timeout_error(job)
+                    if slot.expired
+                    else RuntimeError(f"job {job.name!r} ({job.id}) was cancelled")
+                )
+                if slot.expired:
+                    _uncancel(slot.task)
+                await self._failed(spec, job, error, time.perf_counter() - started)
             except Exception as exc:
                 await self._failed(spec, job, exc, time.perf_counter() - started)
             else:
-                await self._completed(job, time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self._learn(elapsed)
+                job.state = JobState.COMPLETED
+                job.completed_at = time.time()
+                stored = engine.store.complete(job)
+                if listening("on_job_completed"):
+                    self._announce(stored, job, elapsed)
+                elif isinstance(stored, asyncio.Future):
+                    stored.add_done_callback(_log_failed_write)
         finally:
-            del self.running[job.seq]
+            slot.job = None
+            slot.expired = False
+            self.running -= 1
             self._progress.set()
 
-    async def _call(self, spec: JobSpec, job: JobRecord) -> None:
+    async def _call(self, slot: _Slot, spec: JobSpec, job: JobRecord) -> None:
         payload = json.loads(job.payload)
         timeout = job.timeout
-        if spec.is_async:
-            if timeout is None:
+        if timeout is not None:
+            deadline = self._loop.time() + timeout
+            slot.deadline = deadline
+            if deadline < self._watch_at:
+                self._arm(deadline)
+        try:
+            if spec.is_async:
                 await spec.fn(payload)
                 return
+            threads = self.engine._threads
+            future = threads.submit(self._loop, spec.fn, payload)
             try:
-                await _within(spec.fn(payload), timeout)
-            except _Expired:
-                raise self._timeout_error(job) from None
-            return
-        future = self.engine._threads.submit(asyncio.get_running_loop(), spec.fn, payload)
+                result = await future
+            except asyncio.CancelledError:
+                threads.abandon(future)
+                raise
+            if asyncio.iscoroutine(result):  # a sync function that returned a coroutine
+                await result
+        finally:
+            slot.deadline = None
+
+    # -- completions --------------------------------------------------------------------
+
+    def _announce(self, stored: Awaitable[None], job: JobRecord, elapsed: float) -> None:
+        """Emit ``on_job_completed`` once the completion is committed.
+
+        The worker goes on with its next job meanwhile, so that completions keep sharing
+        commits when a hook listens; one task emits them, in the order of completion.
+        """
+        self._completions.append((stored, job, elapsed))
+        if self._announcer is None:
+            self._announcer = asyncio.create_task(self._announce_loop(), name="dispatch-announcer")
+
+    async def _announce_loop(self) -> None:
+        engine, pending = self.engine, self._completions
         try:
-            result = await (future if timeout is None else _within(future, timeout))
-        except _Expired:
-            self.engine._threads.abandon(future)
-            raise self._timeout_error(job) from None
-        except asyncio.CancelledError:
-            self.engine._threads.abandon(future)
-            raise
-        if asyncio.iscoroutine(result):  # a sync function that returned a coroutine
-            await (result if timeout is None else _within(result, timeout))
+            while pending:
+                stored, job, elapsed = pending[0]
+                try:
+                    await stored
+                except Exception as exc:
+                    logger.error(
+                        "storing the completion of job %r (%s) failed: %s; it runs again "
+                        "after a restart",
+                        job.name,
+                        job.id,
+                        exc,
+                    )
+                    pending.popleft()
+                    continue
+                pending.popleft()
+                await engine._emit(
+                    "on_job_completed", job=job.snapshot(), elapsed=dt.timedelta(seconds=elapsed)
+                )
+                self._progress.set()
+        finally:
+            self._announcer = None
+
+    # -- timeouts -----------------------------------------------------------------------
+
+    def _arm(self, when: float) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch_at = when
+        self._watch = self._loop.call_at(when, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        self._watch, self._watch_at = None, _INFINITY
+        now, earliest = self._loop.time(), _INFINITY
+        for slot in self._slots:
+            deadline = slot.deadline
+            if deadline is None:
+                continue
+            if deadline <= now:
+                slot.deadline = None
+                slot.expired = True
+                if slot.task is not None:
+                    slot.task.cancel()
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest < _INFINITY:
+            self._arm(earliest)
 
     @staticmethod
     def _timeout_error(job: JobRecord) -> JobTimeoutError:
@@ -263,16 +357,7 @@ class WorkerPool:
                 max(self.concurrency, int(0.02 * self.concurrency / max(average, 1e-4))),
             )
 
-    async def _completed(self, job: JobRecord, elapsed: float) -> None:
-        self._learn(elapsed)
-        engine = self.engine
-        job.state = JobState.COMPLETED
-        job.completed_at = time.time()
-        await engine.store.complete(job)
-        if engine._listening("on_job_completed"):
-            await engine._emit(
-                "on_job_completed", job=job.snapshot(), elapsed=dt.timedelta(seconds=elapsed)
-            )
+    # -- failures -----------------------------------------------------------------------
 
     async def _failed(self, spec: JobSpec, job: JobRecord, exc: Exception, elapsed: float) -> None:
         self._learn(elapsed)
@@ -315,3 +400,17 @@ class WorkerPool:
             await engine._emit("on_job_failed", job=job.snapshot(JobState.FAILED), error=exc)
         if engine._listening("on_job_dlq"):
             await engine._emit("on_job_dlq", job=job.snapshot(), error=exc)
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> None:
+    """Forget a cancellation the pool itself asked for (a timeout)."""
+    if task is not None and sys.version_info >= (3, 11):
+        task.uncancel()
+
+
+def _log_failed_write(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error(
+            "storing a completed job failed: %s; the job runs again after a restart",
+            future.exception(),
+        )

@@ -29,7 +29,8 @@ class FakeDistributions:
         ```python
         with FakeDistributions(tmp_path) as fakes:
             fakes.extension("hello", "class Extension:\\n    def on_shutdown(self): ...\\n")
-            assert [r.name for r in dispatch_ext.discover()] == ["hello"]
+            records = {r.name: r for r in dispatch_ext.discover()}
+            assert records["hello"].status == "loaded"
         ```
 
     Args:
@@ -97,8 +98,9 @@ class FakeDistributions:
     ) -> Path:
         """Install a distribution with one extension, ``name``, defined by ``source``.
 
-        The module is ``dispatch_ext_<name>`` (dashes become underscores) and the entry
-        point is ``name = dispatch_ext_<name>:<attribute>``.
+        The module is ``fake_dispatch_ext_<name>`` (dashes become underscores, and the
+        prefix keeps it from shadowing a real installed package) and the entry point is
+        ``name = fake_dispatch_ext_<name>:<attribute>``.
 
         Args:
             name: The entry-point (extension) name.
@@ -107,7 +109,7 @@ class FakeDistributions:
             distribution: The distribution name; defaults to ``dispatch-ext-<name>``.
             version: The distribution version.
         """
-        module = "dispatch_ext_" + re.sub(r"\W", "_", name)
+        module = "fake_dispatch_ext_" + re.sub(r"\W", "_", name)
         return self(
             distribution or f"dispatch-ext-{name}",
             version,

@@ -85,5 +85,9 @@ def make_app(
     def reject() -> None:
         raise Reject(ValueError("refused"), requeue=False)
 
+    @app.task(shared=False, name="bridge.unacked_failure", acks_on_failure=False)
+    def unacked_failure() -> None:
+        raise ValueError("rejected on failure")
+
     install(app, **install_options)
     return app

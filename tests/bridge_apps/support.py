@@ -28,7 +28,7 @@ TESTS_DIR = Path(__file__).resolve().parent.parent
 RECORDER_SOURCE = Path(__file__).with_name("recorder.py")
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 BROKER_PORTS = {"redis": ("Redis", 6379), "rabbitmq": ("RabbitMQ", 5672)}
 
 WAIT = 30.0
@@ -252,3 +252,20 @@ def by_process(events: Iterable[Mapping[str, Any]]) -> dict[int, list[str]]:
     for event in events:
         result.setdefault(event["pid"], []).append(event["hook"])
     return result
+
+
+def across(events: Iterable[Mapping[str, Any]], *pids: int) -> list[str]:
+    """The hooks of ``pids``, each process's in its own order, processes in the order given.
+
+    Across processes there is no order (a worker may start a job before the producer's
+    ``on_job_enqueued`` is written), so a producer-then-worker sequence is built this way.
+    """
+    events = list(events)
+    return [e["hook"] for pid in pids for e in events if e["pid"] == pid]
+
+
+def the(events: Iterable[Mapping[str, Any]], hook: str) -> Mapping[str, Any]:
+    """The one event of ``hook`` among ``events``."""
+    found = [e for e in events if e["hook"] == hook]
+    assert len(found) == 1, f"expected one {hook}, heard {len(found)}"
+    return found[0]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import random
 import time
 from typing import Any
 
@@ -87,6 +87,7 @@ def new_message_id() -> str:
     """A fresh ``webhook-id``: ``msg_`` and 32 hex digits, time-ordered.
 
     48 bits of milliseconds since the epoch (so ids sort by creation) and 80 random bits
-    (the layout of a ULID, written in hex).
+    (the layout of a ULID, written in hex). The ids need to be unique, not secret: the
+    random bits come from :mod:`random`, reseeded in a forked child, not from a syscall.
     """
-    return f"msg_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"msg_{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"

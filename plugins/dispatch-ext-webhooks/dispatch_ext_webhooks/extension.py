@@ -176,9 +176,7 @@ class WebhookExtension:
     def _open_writer(self) -> Outbox:
         writer = self._writer
         if writer is None:
-            writer = self._writer = Outbox(
-                self.outbox_path, synchronous=self.settings.synchronous, checkpoints=False
-            )
+            writer = self._writer = Outbox(self.outbox_path, synchronous=self.settings.synchronous)
             self._disabled = {url: r for url, r in writer.disabled().items() if url in self._by_url}
             self._routes = self._route()
         return writer

@@ -10,8 +10,9 @@ Tables:
 
 The file runs in WAL mode. With ``synchronous=NORMAL`` (the default) a committed row
 survives the process being killed; ``synchronous=FULL`` also survives power loss, at the
-price of an fsync per event. The connection that appends rows never checkpoints the WAL
-(the senders do), so a hook never pays for a checkpoint. Several processes may share one
+price of an fsync per event. No connection checkpoints the WAL as a side effect of a
+commit: the senders do it on their own time, so a hook never waits for a checkpoint
+(see :meth:`Outbox.checkpoint`). Several processes may share one
 file: a sender claims a row with a lease before sending it, so two senders never send one
 message at the same time. A lease left by a killed process is released when a sender
 starts and finds that process gone (POSIX), or else when it expires; the message is then
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -57,17 +59,46 @@ CREATE TABLE IF NOT EXISTS endpoints (
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
+# After a checkpoint, a WAL file larger than this is truncated to it.
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+_COLUMNS = "(msg_id, endpoint, type, created_at, body, next_attempt_at, updated_at)"
+_ROW = "(?, ?, ?, ?, ?, ?, ?)"
+
+# Writers of one file in one process take turns on a Python lock, which hands over at
+# once; SQLite's own busy handler (for writers in other processes) sleeps and retries.
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.Lock:
+    key = os.path.realpath(path)
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(key)
+        if lock is None:
+            lock = _WRITE_LOCKS[key] = threading.Lock()
+        return lock
+
+
+def _forget_locks_after_fork() -> None:
+    global _WRITE_LOCKS_GUARD
+    _WRITE_LOCKS_GUARD = threading.Lock()
+    _WRITE_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_after_fork)
+
 
 @dataclass(frozen=True)
 class Claimed:
-    """A message a sender holds a lease on."""
+    """A message a sender holds a lease on (its body is read when it is sent)."""
 
     row_id: int
     attempts: int
     """Attempts made before this one."""
     msg_id: str
     event_type: str
-    body: bytes
 
 
 @dataclass(frozen=True)
@@ -90,8 +121,6 @@ class Outbox:
         path: The SQLite file; created with its folder when missing.
         synchronous: SQLite ``synchronous`` mode.
         busy_timeout: Seconds to wait for another writer.
-        checkpoints: Whether this connection checkpoints the WAL when it grows; the
-            hooks' connection does not, the senders' do.
     """
 
     def __init__(
@@ -100,7 +129,6 @@ class Outbox:
         *,
         synchronous: str = "NORMAL",
         busy_timeout: float = 30.0,
-        checkpoints: bool = True,
     ) -> None:
         self.path = Path(path)
         if synchronous.upper() not in _SYNCHRONOUS:
@@ -109,14 +137,15 @@ class Outbox:
                 f"got {synchronous!r}"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _write_lock(self.path)
         self._conn = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            if not checkpoints:
-                self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             with self._write() as conn:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -133,14 +162,21 @@ class Outbox:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (several statements, all or nothing)."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _write_one(self, sql: str, parameters: Iterable[object]) -> int:
+        """One statement in its own transaction: one call into SQLite, not three."""
+        with self._lock:
+            return self._conn.execute(sql, tuple(parameters)).rowcount
 
     # -- the hook's side ----------------------------------------------------------------
 
@@ -148,34 +184,51 @@ class Outbox:
         self, msg_id: str, event_type: str, created_at: float, body: bytes, endpoints: Iterable[str]
     ) -> None:
         """Store one event, a row per endpoint; committed when this returns."""
-        rows = [
-            (msg_id, url, event_type, created_at, body, created_at, created_at) for url in endpoints
-        ]
-        with self._write() as conn:
-            conn.executemany(
-                "INSERT INTO messages (msg_id, endpoint, type, created_at, body, "
-                "next_attempt_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        values: list[object] = []
+        for url in endpoints:
+            values += (msg_id, url, event_type, created_at, body, created_at, created_at)
+        count = len(values) // 7
+        if count:
+            rows = ", ".join([_ROW] * count)
+            self._write_one(f"INSERT INTO messages {_COLUMNS} VALUES {rows}", values)
 
     # -- the sender's side --------------------------------------------------------------
 
-    def claim(self, endpoint: str, now: float, lease: float) -> Claimed | None:
-        """Lease the next due message to ``endpoint``, or ``None`` when none is due."""
+    def claim(self, endpoint: str, now: float, lease: float, limit: int = 1) -> list[Claimed]:
+        """Lease up to ``limit`` due messages to ``endpoint``, the longest due first.
+
+        ``lease`` is the time reserved per message: the batch is held for ``lease`` times
+        its length, however long the receiver takes.
+        """
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT id, attempts, msg_id, type, body FROM messages "
+            rows = conn.execute(
+                "SELECT id, attempts, msg_id, type FROM messages "
                 "WHERE endpoint = ? AND state = 'pending' AND next_attempt_at <= ? "
-                "AND lease_until <= ? ORDER BY next_attempt_at, id LIMIT 1",
-                (endpoint, now, now),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE messages SET lease_until = ?, lease_owner = ? WHERE id = ?",
-                (now + lease, os.getpid(), row[0]),
-            )
-        return Claimed(row[0], row[1], row[2], row[3], bytes(row[4]))
+                "AND lease_until <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                (endpoint, now, now, limit),
+            ).fetchall()
+            if rows:
+                ids = [row[0] for row in rows]
+                conn.execute(
+                    "UPDATE messages SET lease_until = ?, lease_owner = ? "
+                    f"WHERE id IN ({','.join('?' * len(ids))})",
+                    (now + lease * len(ids), os.getpid(), *ids),
+                )
+        return [Claimed(*row) for row in rows]
+
+    def body(self, claimed: Claimed) -> bytes | None:
+        """The exact body to send, or ``None`` when the message is no longer pending."""
+        row = self._conn.execute(
+            "SELECT body FROM messages WHERE id = ? AND state = 'pending'", (claimed.row_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def release(self, claimed: Iterable[Claimed]) -> None:
+        """Give up the leases of messages claimed but not sent (they are due again)."""
+        ids = [c.row_id for c in claimed]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            self._write_one(f"UPDATE messages SET lease_until = 0 WHERE id IN ({marks})", ids)
 
     def release_orphans(self) -> int:
         """End the leases of processes that no longer exist (killed mid-delivery).
@@ -212,33 +265,34 @@ class Outbox:
         return None if row is None or row[0] is None else float(row[0])
 
     def checkpoint(self) -> None:
-        """Move what the WAL holds into the main file, without waiting for readers."""
+        """Copy what the WAL holds into the main file, without blocking writers or readers.
+
+        Writers go on appending meanwhile, so this takes no write lock.
+        """
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def delivered(self, claimed: Claimed) -> None:
-        """The receiver acknowledged: forget the message."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM messages WHERE id = ?", (claimed.row_id,))
+    def delivered(self, claimed: Iterable[Claimed]) -> None:
+        """The receiver acknowledged these messages: forget them."""
+        ids = [c.row_id for c in claimed]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            self._write_one(f"DELETE FROM messages WHERE id IN ({marks})", ids)
 
     def retry(self, claimed: Claimed, at: float, status: int | None, error: str) -> None:
         """The attempt failed and may be repeated at ``at``."""
-        now = time.time()
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, "
-                "lease_until = 0, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
-                (at, status, error, now, claimed.row_id),
-            )
+        self._write_one(
+            "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, "
+            "lease_until = 0, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            (at, status, error, time.time(), claimed.row_id),
+        )
 
     def give_up(self, claimed: Claimed, status: int | None, reason: str) -> None:
         """Stop trying this message; keep it, with ``reason``, for inspection."""
-        now = time.time()
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE messages SET state = 'failed', attempts = attempts + 1, "
-                "lease_until = 0, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
-                (status, reason, now, claimed.row_id),
-            )
+        self._write_one(
+            "UPDATE messages SET state = 'failed', attempts = attempts + 1, "
+            "lease_until = 0, last_status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            (status, reason, time.time(), claimed.row_id),
+        )
 
     def disable(self, endpoint: str, reason: str) -> int:
         """Record ``endpoint`` as disabled and cancel what is pending for it."""

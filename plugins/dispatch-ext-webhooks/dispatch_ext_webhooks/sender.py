@@ -41,6 +41,9 @@ __all__ = ["DeliveryStats", "EndpointSender", "SenderSettings", "backoff"]
 logger = logging.getLogger("dispatch_ext_webhooks")
 
 USER_AGENT = "dispatch-ext-webhooks/0.1.0"
+BATCH = 32
+"""Messages a sender claims at once."""
+_ACK_INTERVAL = 0.2  # seconds between removals of acknowledged messages from the outbox
 _REASON_LIMIT = 300
 
 
@@ -176,13 +179,16 @@ class EndpointSender(threading.Thread):
         self._deadline: float | None = None
         self._pause_until = 0.0
         self._failures_in_row = 0
+        self._idle = False  # looking for rows or waiting for new ones: wake() matters
+        self._checkpointed = 0.0
         self.disabled = False
 
     # -- control from other threads -----------------------------------------------------
 
     def wake(self) -> None:
-        """New rows are in the outbox."""
-        self._wake.set()
+        """New rows are in the outbox (a no-op unless the sender waits for some)."""
+        if self._idle:
+            self._wake.set()
 
     def drain(self, deadline: float) -> None:
         """Deliver what is due before ``deadline`` (``time.time()``), then stop."""
@@ -252,31 +258,66 @@ class EndpointSender(threading.Thread):
         return deadline is not None and time.time() >= deadline
 
     def _step(self, outbox: Outbox, client: httpx.Client) -> bool:
-        """Deliver one message or wait for one; ``True`` when the thread should end."""
+        """Deliver a batch of messages or wait for some; ``True`` when the thread should end."""
         now = time.time()
         deadline = self._deadline
         if deadline is not None and now >= deadline:
             return True
+        if now - self._checkpointed >= self.settings.poll_interval:
+            outbox.checkpoint()  # fold what the hooks appended into the main file
+            self._checkpointed = now
         if self.disabled:
             return deadline is not None or self._sleep(self.settings.poll_interval)
         if now < self._pause_until:
             if deadline is not None and self._pause_until >= deadline:
                 return True
             return self._sleep(self._pause_until - now)
-        try:
-            claimed = outbox.claim(self.endpoint.url, now, self.settings.lease)
-        except Exception as exc:
-            logger.error("webhooks: reading the outbox for %s failed: %s", self.endpoint.label, exc)
-            return self._sleep(self.settings.poll_interval)
-        if claimed is None:
-            outbox.checkpoint()  # idle: fold the hooks' WAL into the main file
+        self._idle = True  # from here on, a new row must wake the sender
+        batch = outbox.claim(self.endpoint.url, now, self.settings.lease, BATCH)
+        if not batch:
             due = outbox.next_due(self.endpoint.url)
             if deadline is not None and (due is None or due >= deadline):
                 return True
             wait = self.settings.poll_interval if due is None else due - now
             return self._sleep(min(self.settings.poll_interval, max(0.0, wait)))
-        self._deliver(outbox, client, claimed)
+        self._idle = False
+        self._deliver_batch(outbox, client, batch)
         return False
+
+    def _deliver_batch(self, outbox: Outbox, client: httpx.Client, batch: list[Claimed]) -> None:
+        """Send the claimed messages in order until one calls for a pause.
+
+        Acknowledged messages are removed from the outbox in groups (at most
+        ``_ACK_INTERVAL`` seconds apart, and always before the sender waits or ends); a
+        process killed in between sends those again, with the same ``webhook-id``.
+        Messages claimed but not sent are released.
+        """
+        acknowledged: list[Claimed] = []
+        flushed = time.monotonic()
+        left = list(reversed(batch))
+        try:
+            while left and not self._halt.is_set():
+                deadline = self._deadline
+                if deadline is not None and time.time() >= deadline:
+                    break
+                claimed = left.pop()
+                outcome = self._send(outbox, client, claimed)
+                if outcome is None:  # no longer pending (cancelled meanwhile)
+                    continue
+                if outcome.kind == "delivered":
+                    acknowledged.append(claimed)
+                    self._delivered()
+                    if time.monotonic() - flushed >= _ACK_INTERVAL:
+                        outbox.delivered(acknowledged)
+                        acknowledged.clear()
+                        flushed = time.monotonic()
+                    continue
+                self._record(outbox, claimed, outcome)
+                if outcome.kind in {"retry", "gone"}:
+                    break  # pause (or stop): the rest of the batch waits
+        finally:
+            outbox.delivered(acknowledged)
+            outbox.release(left)
 
     def _headers(self, msg_id: str, body: str) -> dict[str, str]:
         stamp = int(time.time())
@@ -288,35 +329,35 @@ class EndpointSender(threading.Thread):
             "webhook-signature": signature,
         }
 
-    def _deliver(self, outbox: Outbox, client: httpx.Client, claimed: Claimed) -> None:
+    def _send(self, outbox: Outbox, client: httpx.Client, claimed: Claimed) -> _Outcome | None:
+        body = outbox.body(claimed)
+        if body is None:
+            return None
         try:
-            text = claimed.body.decode("utf-8")
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
-            self._record(outbox, claimed, _Outcome("give_up", None, "body is not UTF-8"))
-            return
+            return _Outcome("give_up", None, "the stored body is not UTF-8")
         try:
             response = client.post(
-                self.endpoint.url, content=claimed.body, headers=self._headers(claimed.msg_id, text)
+                self.endpoint.url, content=body, headers=self._headers(claimed.msg_id, text)
             )
         except httpx.HTTPError as exc:
-            outcome = _Outcome("retry", None, _describe(exc))
+            return _Outcome("retry", None, _describe(exc))
         except Exception as exc:  # a bug must not end the sender
             logger.exception("webhooks: unexpected error sending %s", claimed.msg_id)
-            outcome = _Outcome("retry", None, _describe(exc))
-        else:
-            outcome = classify(response, self.settings.backoff_max)
-        self._record(outbox, claimed, outcome)
+            return _Outcome("retry", None, _describe(exc))
+        return classify(response, self.settings.backoff_max)
+
+    def _delivered(self) -> None:
+        self.stats.add("delivered")
+        if self._failures_in_row:
+            logger.info("webhooks: %s accepts deliveries again", self.endpoint.label)
+        self._failures_in_row = 0
 
     def _record(self, outbox: Outbox, claimed: Claimed, outcome: _Outcome) -> None:
+        """Store what a failed attempt means: disable, retry later, or give up."""
         label = self.endpoint.label
         attempt = claimed.attempts + 1
-        if outcome.kind == "delivered":
-            outbox.delivered(claimed)
-            self.stats.add("delivered")
-            if self._failures_in_row:
-                logger.info("webhooks: %s accepts deliveries again", label)
-            self._failures_in_row = 0
-            return
         if outcome.kind == "gone":
             cancelled = outbox.disable(self.endpoint.url, outcome.reason)
             self.disabled = True
