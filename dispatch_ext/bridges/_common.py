@@ -41,6 +41,18 @@ _MAX_REMEMBERED = 10_000
 _filled: weakref.WeakSet[Registry] = weakref.WeakSet()
 """Registries handed to a bridge that already hold its extensions."""
 
+_locked: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Objects whose ``_lock`` a forked child must replace (another thread may hold it)."""
+
+
+def _new_locks_in_child() -> None:
+    for holder in list(_locked):
+        holder._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_in_child)
+
 
 P = ParamSpec("P")
 
@@ -154,6 +166,7 @@ class ProcessRegistry:
         self._config = config
         self._engine = engine
         self._lock = threading.Lock()
+        _locked.add(self)
         self._registry: Registry | None = None
         self._pid: int | None = None
         self._shut_down_pid: int | None = None
@@ -242,6 +255,7 @@ class Timers:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        _locked.add(self)
         self._started: OrderedDict[str, tuple[float, dt.datetime]] = OrderedDict()
 
     def start(self, key: str) -> dt.datetime:
@@ -274,6 +288,7 @@ class Once:
 
     def __init__(self, size: int = _MAX_REMEMBERED) -> None:
         self._lock = threading.Lock()
+        _locked.add(self)
         self._seen: OrderedDict[object, None] = OrderedDict()
         self._size = size
 

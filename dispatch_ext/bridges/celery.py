@@ -530,10 +530,16 @@ class CeleryBridge:
             url = str(self.app.conf.broker_write_url or self.app.conf.broker_url or "amqp://")
             if url.split("://", 1)[0].lower() not in _AMQP_SCHEMES:
                 return False
-            queue = self.app.amqp.router.route({}, task.name).get("queue")
+            options = {
+                key: getattr(task, key)
+                for key in ("queue", "exchange", "routing_key")
+                if getattr(task, key, None)
+            }
+            queue = self.app.amqp.router.route(options, task.name).get("queue")
             arguments = getattr(queue, "queue_arguments", None) or {}
             return "x-dead-letter-exchange" in arguments
         except Exception:
+            logger.debug("celery bridge: no queue found for %s", task.name, exc_info=True)
             return False
 
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..models import JobState
+from .batch import Batch, run_batch
 from .errors import JobTimeoutError
 from .records import JobRecord, error_text, error_type, to_datetime
 
@@ -36,19 +37,22 @@ logger = logging.getLogger("dispatch_ext.engine")
 _MAX_PREFETCH = 64
 _SHORT_JOB = 0.01  # seconds: jobs shorter than this on average are worth prefetching
 _YIELD_EVERY = 32  # jobs a worker may run without giving the loop a turn
+_BATCH_SIZES = ((0.0002, 8), (0.001, 4))  # (average seconds below which, jobs per hop)
 _INFINITY = float("inf")
 
 
 class _Slot:
     """One worker: its task, and the job it runs with that job's deadline."""
 
-    __slots__ = ("deadline", "expired", "job", "task")
+    __slots__ = ("batch", "deadline", "expired", "job", "jobs", "task")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
         self.job: JobRecord | None = None
         self.deadline: float | None = None  # loop time
         self.expired = False
+        self.batch: Batch | None = None  # set while a batch of sync jobs runs
+        self.jobs: list[JobRecord] = []
 
 
 class WorkerPool:
@@ -60,7 +64,6 @@ class WorkerPool:
         self.ready: deque[JobRecord] = deque()
         self.running = 0
         self.stopping = False
-        self._hurrying = False
         self._loop = asyncio.get_running_loop()
         self._slots = [_Slot() for _ in range(concurrency)]
         self._idle: list[asyncio.Future[None]] = []
@@ -71,6 +74,8 @@ class WorkerPool:
         self._prefetch = concurrency
         self._watch_at = _INFINITY
         self._watch: asyncio.TimerHandle | None = None
+        self._durations: dict[str, float] = {}  # moving average per job name
+        self._unbatchable: set[str] = set()
         self._completions: deque[tuple[Awaitable[None], JobRecord, float]] = deque()
         self._announcer: asyncio.Task[None] | None = None
 
@@ -97,7 +102,6 @@ class WorkerPool:
 
     def hurry(self) -> None:
         """Cancel the running jobs (a second signal, or the shutdown timeout)."""
-        self._hurrying = True
         for slot in self._slots:
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()
@@ -186,8 +190,16 @@ class WorkerPool:
                 job = ready.popleft()
                 if len(ready) <= self._prefetch >> 1:
                     self._feed.set()
-                await run(slot, job)
-                streak += 1
+                size = self._batch_size(job) if ready else 1
+                if size > 1:
+                    jobs = [job]
+                    while ready and len(jobs) < size and ready[0].name == job.name:
+                        jobs.append(ready.popleft())
+                    await self._run_batch(slot, jobs)
+                    streak += len(jobs)
+                else:
+                    await run(slot, job)
+                    streak += 1
                 if streak >= _YIELD_EVERY:  # jobs that never block would starve the loop
                     streak = 0
                     await asyncio.sleep(0)
@@ -224,29 +236,19 @@ class WorkerPool:
             try:
                 await self._call(slot, spec, job)
             except asyncio.CancelledError:
-                if not slot.expired and self._hurrying:
-                    await engine.store.release([job])
-                    raise
-                error: Exception = (
-                    self._timeout_error(job)
-                    if slot.expired
-                    else RuntimeError(f"job {job.name!r} ({job.id}) was cancelled")
-                )
                 if slot.expired:
                     _uncancel(slot.task)
+                    error: Exception = self._timeout_error(job)
+                elif _being_cancelled(slot.task):  # shutdown: the job goes back to the queue
+                    await engine.store.release([job])
+                    raise
+                else:  # the handler itself raised CancelledError
+                    error = RuntimeError(f"job {job.name!r} ({job.id}) was cancelled")
                 await self._failed(spec, job, error, time.perf_counter() - started)
             except Exception as exc:
                 await self._failed(spec, job, exc, time.perf_counter() - started)
             else:
-                elapsed = time.perf_counter() - started
-                self._learn(elapsed)
-                job.state = JobState.COMPLETED
-                job.completed_at = time.time()
-                stored = engine.store.complete(job)
-                if listening("on_job_completed"):
-                    self._announce(stored, job, elapsed)
-                elif isinstance(stored, asyncio.Future):
-                    stored.add_done_callback(_log_failed_write)
+                self._completed(job, time.perf_counter() - started)
         finally:
             slot.job = None
             slot.expired = False
@@ -276,6 +278,94 @@ class WorkerPool:
                 await result
         finally:
             slot.deadline = None
+
+    def _completed(self, job: JobRecord, elapsed: float) -> None:
+        self._learn(elapsed, job.name)
+        job.state = JobState.COMPLETED
+        job.completed_at = time.time()
+        stored = self.engine.store.complete(job)
+        if self.engine._listening("on_job_completed"):
+            self._announce(stored, job, elapsed)
+        elif isinstance(stored, asyncio.Future):
+            stored.add_done_callback(_log_failed_write)
+
+    # -- batches of short sync jobs -----------------------------------------------------
+
+    def _batch_size(self, job: JobRecord) -> int:
+        """How many queued jobs of this handler to hand to one thread at once."""
+        engine = self.engine
+        spec = engine._jobs.get(job.name)
+        if (
+            spec is None
+            or spec.is_async
+            or engine._gates
+            or job.name in self._unbatchable
+            or engine._listening("on_job_started")
+        ):
+            return 1
+        average = self._durations.get(job.name)
+        if average is None:
+            return 1
+        for below, size in _BATCH_SIZES:
+            if average < below:
+                return size
+        return 1
+
+    async def _run_batch(self, slot: _Slot, jobs: list[JobRecord]) -> None:
+        engine, loop = self.engine, self._loop
+        spec = engine._jobs[jobs[0].name]
+        batch = Batch()
+        self.running += len(jobs)
+        slot.job, slot.jobs, slot.batch = jobs[0], jobs, batch
+        interrupted: asyncio.CancelledError | None = None
+        try:
+            payloads = [json.loads(job.payload) for job in jobs]
+            first = jobs[0].timeout
+            if first is not None:
+                slot.deadline = loop.time() + first
+                if slot.deadline < self._watch_at:
+                    self._arm(slot.deadline)
+            threads = engine._threads
+            future = threads.submit(loop, run_batch, spec.fn, payloads, batch, loop.time)
+            try:
+                await future
+            except asyncio.CancelledError as exc:
+                threads.abandon(future)
+                with batch.lock:
+                    batch.cancelled = True
+                if slot.expired:
+                    _uncancel(slot.task)
+                else:  # shutdown: what did not finish goes back to the queue
+                    interrupted = exc
+            finally:
+                slot.deadline = None
+            results = batch.results
+            for job, (error, elapsed, value) in zip(jobs, results, strict=False):
+                if asyncio.iscoroutine(value):  # a sync handler that returned a coroutine
+                    self._unbatchable.add(job.name)
+                    try:
+                        await value
+                    except Exception as exc:
+                        error = exc
+                if error is None:
+                    self._completed(job, elapsed)
+                else:
+                    await self._failed(spec, job, error, elapsed)
+            rest = jobs[len(results) :]
+            if rest and slot.expired and batch.index == len(results):
+                timed_out, rest = rest[0], rest[1:]
+                await self._failed(
+                    spec, timed_out, self._timeout_error(timed_out), timed_out.timeout or 0.0
+                )
+            if rest:  # not run (or interrupted by the shutdown): back to the queue
+                await engine.store.release(rest)
+            if interrupted is not None:
+                raise interrupted
+        finally:
+            slot.job, slot.jobs, slot.batch = None, [], None
+            slot.expired = False
+            self.running -= len(jobs)
+            self._progress.set()
 
     # -- completions --------------------------------------------------------------------
 
@@ -329,6 +419,19 @@ class WorkerPool:
             deadline = slot.deadline
             if deadline is None:
                 continue
+            batch = slot.batch
+            if batch is not None:  # the deadline of the job of the batch running now
+                with batch.lock:
+                    index = batch.index
+                    if index >= 0 and len(batch.results) == index:
+                        timeout = slot.jobs[index].timeout
+                        deadline = now + 1.0 if timeout is None else batch.began + timeout
+                    elif index >= 0:  # between two jobs: look again in a moment
+                        deadline = now + 0.005
+                    if deadline <= now:
+                        batch.cancelled = True  # no further job starts
+                    else:
+                        slot.deadline = deadline
             if deadline <= now:
                 slot.deadline = None
                 slot.expired = True
@@ -345,7 +448,9 @@ class WorkerPool:
             f"job {job.name!r} ({job.id}) did not finish within its {job.timeout:g} s timeout"
         )
 
-    def _learn(self, seconds: float) -> None:
+    def _learn(self, seconds: float, name: str) -> None:
+        known = self._durations.get(name)
+        self._durations[name] = seconds if known is None else known * 0.9 + seconds * 0.1
         average = self._average
         average = seconds if average is None else average * 0.9 + seconds * 0.1
         self._average = average
@@ -360,7 +465,7 @@ class WorkerPool:
     # -- failures -----------------------------------------------------------------------
 
     async def _failed(self, spec: JobSpec, job: JobRecord, exc: Exception, elapsed: float) -> None:
-        self._learn(elapsed)
+        self._learn(elapsed, job.name)
         engine, store = self.engine, self.engine.store
         job.last_error = error_text(exc)
         now = time.time()
@@ -402,10 +507,24 @@ class WorkerPool:
             await engine._emit("on_job_dlq", job=job.snapshot(), error=exc)
 
 
-def _uncancel(task: asyncio.Task[Any] | None) -> None:
-    """Forget a cancellation the pool itself asked for (a timeout)."""
-    if task is not None and sys.version_info >= (3, 11):
-        task.uncancel()
+if sys.version_info >= (3, 11):
+
+    def _uncancel(task: asyncio.Task[Any] | None) -> None:
+        """Forget a cancellation the pool itself asked for (a timeout)."""
+        if task is not None:
+            task.uncancel()
+
+    def _being_cancelled(task: asyncio.Task[Any] | None) -> bool:
+        """Whether someone asked to cancel ``task``."""
+        return task is None or task.cancelling() > 0
+
+else:  # pragma: no cover - Python 3.10
+
+    def _uncancel(task: asyncio.Task[Any] | None) -> None:
+        pass
+
+    def _being_cancelled(task: asyncio.Task[Any] | None) -> bool:
+        return True  # 3.10 cannot tell a handler's own CancelledError from a cancel
 
 
 def _log_failed_write(future: asyncio.Future[Any]) -> None:

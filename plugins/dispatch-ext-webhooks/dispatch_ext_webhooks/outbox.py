@@ -12,11 +12,12 @@ The file runs in WAL mode. With ``synchronous=NORMAL`` (the default) a committed
 survives the process being killed; ``synchronous=FULL`` also survives power loss, at the
 price of an fsync per event. No connection checkpoints the WAL as a side effect of a
 commit: the senders do it on their own time, so a hook never waits for a checkpoint
-(see :meth:`Outbox.checkpoint`). Several processes may share one
-file: a sender claims a row with a lease before sending it, so two senders never send one
-message at the same time. A lease left by a killed process is released when a sender
-starts and finds that process gone (POSIX), or else when it expires; the message is then
-sent again, with the same ``webhook-id``.
+(see :meth:`Outbox.checkpoint`).
+
+Several processes may share one file: a sender claims rows with a lease before sending
+them, so two senders never send one message at the same time. A lease left by a killed
+process is released when a sender starts and finds that process gone (POSIX), or else
+when it expires; the message is then sent again, with the same ``webhook-id``.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ What a receiver's answer means:
 other 4xx                 given up; the status and the start of the answer are recorded
 ========================  ==========================================================
 
-After a retryable failure the whole endpoint pauses too (exponential in the number of
-failures in a row), so a receiver that is down gets one request per pause, not one per
-pending message.
+A sender claims up to :data:`BATCH` due messages at once and posts them one at a time;
+after a retryable failure the rest of the batch is released and the whole endpoint
+pauses (exponentially in the number of failures in a row), so a receiver that is down
+gets one request per pause, not one per pending message.
 """
 
 from __future__ import annotations

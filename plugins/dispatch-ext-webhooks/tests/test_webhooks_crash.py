@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def test_events_left_by_a_killed_process_go_out_after_the_next_start(
             producer.stdout.close()
     tried_before = {d.msg_id for d in receiver.deliveries}
 
-    with sqlite3.connect(outbox_path) as conn:
+    with closing(sqlite3.connect(outbox_path)) as conn:
         stored = dict(conn.execute("SELECT msg_id, state FROM messages").fetchall())
         leased = conn.execute(
             "SELECT msg_id FROM messages WHERE lease_until > ?", (time.time() + 60,)

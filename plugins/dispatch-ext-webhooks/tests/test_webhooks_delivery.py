@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +237,7 @@ def test_410_gone_disables_the_endpoint(
     registry_with(again).emit("on_job_enqueued", job=Job(id="after-restart", name="a"))
     assert again.flush(1)
     assert len(gone.deliveries) == 1
-    with sqlite3.connect(outbox_path) as conn:
+    with closing(sqlite3.connect(outbox_path)) as conn:
         ((reason,),) = conn.execute("SELECT reason FROM endpoints").fetchall()
     assert "410 Gone" in reason
     # Re-enabled, the cancelled messages go out.
@@ -419,7 +420,7 @@ def test_the_outbox_holds_the_exact_signed_body(
     receiver = serve(secret, respond=lambda d: 503)
     ext = make_extension(url=receiver.url, secret=secret, backoff_base=5, backoff_max=5)
     registry_with(ext).emit("on_job_enqueued", job=JOB)
-    with sqlite3.connect(outbox_path) as conn:
+    with closing(sqlite3.connect(outbox_path)) as conn:
         ((msg_id, body, state),) = conn.execute("SELECT msg_id, body, state FROM messages")
     assert state == "pending"
     assert json.loads(body)["data"]["job"] == JOB.to_dict()
@@ -428,3 +429,44 @@ def test_the_outbox_holds_the_exact_signed_body(
     for delivery in receiver.deliveries:
         assert delivery.msg_id == msg_id
         assert delivery.body == body
+
+
+def test_messages_left_by_an_earlier_run_go_out_at_the_latest_at_shutdown(
+    make_extension: Callable[..., WebhookExtension],
+    serve: Callable[..., Receiver],
+    secret: str,
+) -> None:
+    down = serve(secret, respond=lambda d: 503)
+    first = make_extension(url=down.url, secret=secret, backoff_base=0.01, backoff_max=0.01)
+    registry = registry_with(first)
+    for i in range(3):
+        registry.emit("on_job_enqueued", job=Job(id=f"job-{i}", name="a"))
+    registry.emit("on_shutdown")
+    assert first.counts() == {"pending": 3}
+    down.respond_with(lambda d: 204)
+    # The next run hears no event at all; its shutdown still delivers what was left.
+    second = make_extension(url=down.url, secret=secret, shutdown_timeout=20)
+    registry_with(second).emit("on_shutdown")
+    assert second.counts() == {}
+    assert len(down.accepted) == 3
+
+
+def test_senders_sharing_one_outbox_never_send_a_message_twice(
+    make_extension: Callable[..., WebhookExtension],
+    serve: Callable[..., Receiver],
+    secret: str,
+) -> None:
+    receiver = serve(secret, delay=0.002)
+    one = make_extension(url=receiver.url, secret=secret)
+    other = make_extension(url=receiver.url, secret=secret)
+    registries = [registry_with(one), registry_with(other)]
+    for i in range(200):
+        registries[i % 2].emit("on_job_enqueued", job=Job(id=f"job-{i}", name="a", payload=i))
+    assert one.flush(30)
+    assert other.flush(30)
+    assert receiver.wait_for(200)
+    ids = [d.msg_id for d in receiver.deliveries]
+    assert len(ids) == len(set(ids)) == 200
+    assert one.stats.delivered > 0
+    assert other.stats.delivered > 0
+    assert one.stats.delivered + other.stats.delivered == 200
