@@ -381,6 +381,36 @@ def test_chain_that_completes(stack: Stack, worker: Process) -> None:
     assert done["elapsed"] >= max(e["elapsed"] for e in runs[1:-1])
 
 
+def test_chain_whose_first_step_retries(stack: Stack, worker: Process) -> None:
+    """A retried step stays in its run: the run starts once and still completes."""
+    flaky, add = stack.task("bridge.flaky"), stack.task("bridge.step_add")
+    last = chain(flaky.si(1), add.si(5)).apply_async()
+    run_id = last.parent.id
+    stack.events.wait_for("on_workflow_completed", run_id)
+    events = [e for e in stack.events.read() if e["pid"] == worker.pid]
+    ids = {run_id, last.id}
+    events = [e for e in events if (e.get("job") or e.get("run") or {}).get("id") in ids]
+
+    assert hooks(events) == [
+        "on_workflow_started",
+        "on_job_started",
+        "on_job_retrying",
+        "on_job_started",
+        "on_job_enqueued",
+        "on_job_completed",
+        "on_workflow_step_completed",
+        "on_job_started",
+        "on_job_completed",
+        "on_workflow_step_completed",
+        "on_workflow_completed",
+    ]
+    assert [e["step"] for e in events if e["hook"] == "on_workflow_step_completed"] == [
+        "bridge.flaky",
+        "bridge.step_add",
+    ]
+    assert the(events, "on_workflow_completed")["run"]["output"] == 6
+
+
 def test_chain_across_pool_processes(stack: Stack) -> None:
     """Steps run in any pool process: the run travels with the messages, not in memory."""
     queue = stack.private_queue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,10 @@ from dispatch_ext.bridges._common import (
 )
 from dispatch_ext.config import Config
 from dispatch_ext.testing import Recorder, make_distribution, on_sys_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bridge_apps import support
 
 
 def _job(job_id: str = "j1") -> Job:
@@ -224,3 +229,20 @@ def test_time_conversions_give_aware_utc() -> None:
         2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc
     )
     assert from_millis(None) is None
+
+
+def test_a_missing_broker_fails_in_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setitem(support.BROKER_PORTS, "redis", ("Redis", port))
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=f"Redis not reachable on 127.0.0.1:{port}"):
+        support.require_broker("redis")
+
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=f"^Redis not reachable on 127.0.0.1:{port}$"):
+        support.require_broker("redis")

@@ -1,5 +1,7 @@
 """The three built-in extensions, pip-installed from plugins/, found by real discovery.
 
+Needs ``pip install -r requirements/test.txt`` (which installs the three from plugins/).
+
 They load side by side on one engine and all hear the same events: the audit log, the
 metrics counters and the webhooks received count the same thing. The engine runs in a
 fresh interpreter, so that setting the global OpenTelemetry provider (allowed once per
@@ -18,11 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("dispatch_ext_audit", reason="pip install -e plugins/dispatch-ext-audit")
-pytest.importorskip("dispatch_ext_metrics", reason="pip install -e plugins/dispatch-ext-metrics")
-pytest.importorskip("dispatch_ext_webhooks", reason="pip install -e plugins/dispatch-ext-webhooks")
-
 from dispatch_ext_webhooks import HOOK_EVENTS, generate_secret
 from dispatch_ext_webhooks.extension import INACTIVE
 from dispatch_ext_webhooks.receiver import Receiver

@@ -27,6 +27,7 @@ __all__ = [
     "guarded",
     "job_snapshot",
     "json_safe",
+    "renew_lock_after_fork",
     "to_utc",
     "utc_now",
 ]
@@ -48,6 +49,11 @@ _locked: weakref.WeakSet[Any] = weakref.WeakSet()
 def _new_locks_in_child() -> None:
     for holder in list(_locked):
         holder._lock = threading.Lock()
+
+
+def renew_lock_after_fork(holder: object) -> None:
+    """Give ``holder._lock`` a fresh lock in a forked child (its parent's may be held)."""
+    _locked.add(holder)
 
 
 if hasattr(os, "register_at_fork"):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -50,6 +51,7 @@ from ._common import (
     from_millis,
     guarded,
     job_snapshot,
+    renew_lock_after_fork,
     utc_now,
 )
 
@@ -110,6 +112,7 @@ class DispatchMiddleware(Middleware):
         self.timers = Timers()
         self._delayed = Once()  # ids taken off a delay queue: their next put is no enqueue
         self._lock = threading.Lock()
+        renew_lock_after_fork(self)
         self._retry_etas: dict[str, int] = {}  # message id -> eta of the retry just enqueued
         self._failures: dict[str, BaseException] = {}  # message id -> error, until nacked
 
@@ -147,7 +150,8 @@ class DispatchMiddleware(Middleware):
                 # Retries re-enqueued the message being processed on this thread: the
                 # retrying event is emitted from after_process_message, with its error.
                 with self._lock:
-                    self._retry_etas[message_id] = message.options.get("eta")
+                    eta = message.options.get("eta") or int(time.time() * 1000)
+                    self._retry_etas[message_id] = eta
                     _trim(self._retry_etas)
                 return
         elif self._delayed.pop(message_id) or retries:

@@ -1,10 +1,12 @@
 """Short sync jobs run back to back on one thread: one thread hop serves several jobs.
 
 Handing a job to a thread and getting the result back costs more than a no-op handler
-itself. When a sync handler has proved short and nothing listens to ``on_job_started``
-(which must fire right before each job runs), a worker hands a few queued jobs of that
-handler to its thread at once. The thread records which job runs and since when, so
-that the per-job timeout still applies to each job.
+itself. When a sync handler has proved short (under a millisecond on average), a worker
+hands a few queued jobs of that handler to its thread at once; ``on_job_started`` fires
+for each of them just before, since each starts within a millisecond or so of the one
+before it. The thread records which job runs and since when, so that the per-job timeout
+still applies to each job; jobs of a batch that a timeout kept from running then run one
+by one.
 """
 
 from __future__ import annotations

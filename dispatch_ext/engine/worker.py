@@ -216,7 +216,7 @@ class WorkerPool:
                 if waiter in self._idle:
                     self._idle.remove(waiter)
 
-    async def _run(self, slot: _Slot, job: JobRecord) -> None:
+    async def _run(self, slot: _Slot, job: JobRecord, announced: bool = False) -> None:
         engine = self.engine
         spec = engine._jobs.get(job.name)
         if spec is None:  # unregistered since the claim: leave it for another engine
@@ -230,7 +230,7 @@ class WorkerPool:
         self.running += 1
         slot.job = job
         try:
-            if listening("on_job_started"):
+            if not announced and listening("on_job_started"):
                 await engine._emit("on_job_started", job=job.snapshot())
             started = time.perf_counter()
             try:
@@ -295,13 +295,7 @@ class WorkerPool:
         """How many queued jobs of this handler to hand to one thread at once."""
         engine = self.engine
         spec = engine._jobs.get(job.name)
-        if (
-            spec is None
-            or spec.is_async
-            or engine._gates
-            or job.name in self._unbatchable
-            or engine._listening("on_job_started")
-        ):
+        if spec is None or spec.is_async or engine._gates or job.name in self._unbatchable:
             return 1
         average = self._durations.get(job.name)
         if average is None:
@@ -319,6 +313,11 @@ class WorkerPool:
         slot.job, slot.jobs, slot.batch = jobs[0], jobs, batch
         interrupted: asyncio.CancelledError | None = None
         try:
+            if engine._listening("on_job_started"):
+                # Each job of a batch starts right after the one before it, on the same
+                # thread, within a millisecond or so: all are about to run.
+                for job in jobs:
+                    await engine._emit("on_job_started", job=job.snapshot())
             payloads = [json.loads(job.payload) for job in jobs]
             first = jobs[0].timeout
             if first is not None:
@@ -352,15 +351,18 @@ class WorkerPool:
                 else:
                     await self._failed(spec, job, error, elapsed)
             rest = jobs[len(results) :]
+            if interrupted is not None:  # shutdown: what did not finish goes back
+                if rest:
+                    await engine.store.release(rest)
+                raise interrupted
             if rest and slot.expired and batch.index == len(results):
                 timed_out, rest = rest[0], rest[1:]
                 await self._failed(
                     spec, timed_out, self._timeout_error(timed_out), timed_out.timeout or 0.0
                 )
-            if rest:  # not run (or interrupted by the shutdown): back to the queue
-                await engine.store.release(rest)
-            if interrupted is not None:
-                raise interrupted
+            slot.batch, slot.jobs, slot.expired = None, [], False
+            for job in rest:  # announced as started already: run them one by one
+                await self._run(slot, job, announced=True)
         finally:
             slot.job, slot.jobs, slot.batch = None, [], None
             slot.expired = False

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from .events import EVENT_TYPES, encode_envelope, error_data, new_message_id
 from .outbox import FailedDelivery, Outbox, read_summary
 from .sender import DeliveryStats, EndpointSender, SenderSettings
-from .settings import ENV_OUTBOX, Endpoint, parse_endpoints, positive
+from .settings import (
+    ENV_OUTBOX,
+    Endpoint,
+    parse_endpoints,
+    positive,
+    seconds,
+    synchronous_mode,
+)
 
 if TYPE_CHECKING:
     from dispatch_ext import CronEntry, Job, WorkflowRun
@@ -95,27 +102,10 @@ class WebhookExtension:
         )
         path = outbox_path or os.environ.get(ENV_OUTBOX) or DEFAULT_OUTBOX
         self.outbox_path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
-        if (
-            isinstance(shutdown_timeout, bool)
-            or not isinstance(shutdown_timeout, (int, float))
-            or shutdown_timeout < 0
-        ):
-            raise ValueError(
-                f"webhooks: shutdown_timeout must be 0 or more seconds, got {shutdown_timeout!r}"
-            )
-        self.shutdown_timeout = float(shutdown_timeout)
-        if not isinstance(synchronous, str) or synchronous.upper() not in {
-            "OFF",
-            "NORMAL",
-            "FULL",
-            "EXTRA",
-        }:
-            raise ValueError(
-                f"webhooks: synchronous must be NORMAL, FULL, EXTRA or OFF, got {synchronous!r}"
-            )
+        self.shutdown_timeout = seconds(shutdown_timeout, "shutdown_timeout")
         self.settings = SenderSettings(
             outbox_path=self.outbox_path,
-            synchronous=synchronous.upper(),
+            synchronous=synchronous_mode(synchronous),
             timeout=positive(timeout, "timeout"),
             max_attempts=positive(max_attempts, "max_attempts", integer=True),
             backoff_base=positive(backoff_base, "backoff_base"),

@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .settings import synchronous_mode
+
 __all__ = ["Claimed", "FailedDelivery", "Outbox", "read_summary"]
 
 _SCHEMA = """
@@ -58,7 +60,6 @@ CREATE TABLE IF NOT EXISTS endpoints (
 );
 """
 
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 # After a checkpoint, a WAL file larger than this is truncated to it.
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -132,11 +133,7 @@ class Outbox:
         busy_timeout: float = 30.0,
     ) -> None:
         self.path = Path(path)
-        if synchronous.upper() not in _SYNCHRONOUS:
-            raise ValueError(
-                f"webhooks: synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
-                f"got {synchronous!r}"
-            )
+        mode = synchronous_mode(synchronous)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _write_lock(self.path)
         self._conn = sqlite3.connect(
@@ -144,7 +141,7 @@ class Outbox:
         )
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._conn.execute(f"PRAGMA synchronous={mode}")
             self._conn.execute("PRAGMA wal_autocheckpoint=0")
             self._conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             with self._write() as conn:

@@ -62,7 +62,8 @@ class SenderSettings:
 
     @property
     def lease(self) -> float:
-        """Seconds a claimed delivery stays reserved: longer than any one request."""
+        """Seconds a claimed message stays reserved (per message of a batch): longer than
+        any one request can take."""
         return 4 * self.timeout + 5.0
 
 
@@ -233,20 +234,26 @@ class EndpointSender(threading.Thread):
     def _open(self) -> Outbox | None:
         try:
             outbox = Outbox(self.settings.outbox_path, synchronous=self.settings.synchronous)
-            released = outbox.release_orphans()
-            if released:
-                logger.info(
-                    "webhooks: %d message(s) claimed by a process that is gone will be sent again",
-                    released,
-                )
-            if self.endpoint.url in outbox.disabled():
-                self.disabled = True
-            return outbox
         except Exception as exc:
             logger.error(
                 "webhooks: sender for %s cannot open the outbox: %s", self.endpoint.label, exc
             )
             return None
+        try:
+            released = outbox.release_orphans()
+            self.disabled = self.endpoint.url in outbox.disabled()
+        except Exception as exc:
+            outbox.close()
+            logger.error(
+                "webhooks: sender for %s cannot read the outbox: %s", self.endpoint.label, exc
+            )
+            return None
+        if released:
+            logger.info(
+                "webhooks: %d message(s) claimed by a process that is gone will be sent again",
+                released,
+            )
+        return outbox
 
     def _sleep(self, seconds: float) -> bool:
         """Wait up to ``seconds`` or until woken; ``True`` when the drain deadline passed."""

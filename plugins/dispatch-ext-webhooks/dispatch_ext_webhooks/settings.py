@@ -31,7 +31,10 @@ __all__ = [
     "generate_secret",
     "parse_endpoints",
     "parse_events",
+    "positive",
     "redact_url",
+    "seconds",
+    "synchronous_mode",
 ]
 
 ENV_URL = "DISPATCH_WEBHOOKS_URL"
@@ -320,3 +323,22 @@ def positive(value: Any, setting: str, *, integer: bool = False) -> Any:
             raise ValueError(f"webhooks: {setting} must be a whole number, got {value!r}")
         return int(value)
     return float(value)
+
+
+def seconds(value: Any, setting: str) -> float:
+    """``value`` as a number of seconds, 0 or more, or an error naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"webhooks: {setting} must be 0 or more seconds, got {value!r}")
+    return float(value)
+
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def synchronous_mode(value: Any) -> str:
+    """An SQLite ``synchronous`` mode, upper-cased, or an error naming the setting."""
+    if not isinstance(value, str) or value.upper() not in SYNCHRONOUS_MODES:
+        raise ValueError(
+            f"webhooks: synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {value!r}"
+        )
+    return value.upper()
