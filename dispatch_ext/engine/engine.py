@@ -107,6 +107,7 @@ class Engine:
         self._runs: set[asyncio.Task[None]] = set()
         self._cron_task: asyncio.Task[None] | None = None
         self._open_lock: asyncio.Lock | None = None
+        self._stopped: asyncio.Future[None] | None = None  # set while stop() runs
         self._opened = False
         self._started = False
         self.stopping = False
@@ -265,7 +266,11 @@ class Engine:
                 return
             await self.store.open()
             if self.autoload:
-                self.registry.load_entrypoints(self.config)
+                try:
+                    self.registry.load_entrypoints(self.config)
+                except BaseException:  # strict discovery refused: leave nothing open
+                    await self.store.close()
+                    raise
             self._opened = True
 
     def _is_open(self) -> bool:
@@ -300,8 +305,17 @@ class Engine:
         """
         if not self._opened:
             return
-        if timeout is None:
-            timeout = self.settings.shutdown_timeout
+        if self._stopped is not None:  # a shutdown is under way: wait for it
+            await asyncio.shield(self._stopped)
+            return
+        self._stopped = asyncio.get_running_loop().create_future()
+        try:
+            await self._shut_down(self.settings.shutdown_timeout if timeout is None else timeout)
+        finally:
+            self._stopped.set_result(None)
+            self._stopped = None
+
+    async def _shut_down(self, timeout: float) -> None:
         self.stopping = True
         deadline = time.monotonic() + timeout
         if self._cron_task is not None:
@@ -326,6 +340,7 @@ class Engine:
         self._threads.shutdown()
         self.registry.close()
         self._opened = False
+        self._open_lock = None
 
     def _hurry(self) -> None:
         """Stop waiting for running jobs and workflows (a second signal)."""

@@ -44,11 +44,23 @@ def dumps(value: Any, what: str) -> str:
         ) from None
 
 
+_converted: dict[float, dt.datetime] = {}
+
+
 def to_datetime(seconds: float | None) -> dt.datetime | None:
-    """POSIX seconds as an aware UTC datetime (``None`` stays ``None``)."""
+    """POSIX seconds as an aware UTC datetime (``None`` stays ``None``).
+
+    A job's snapshots repeat its timestamps (``created_at`` is usually its ``run_at``,
+    and every later snapshot carries both), so recent conversions are remembered.
+    """
     if seconds is None:
         return None
-    return dt.datetime.fromtimestamp(seconds, _UTC)
+    found = _converted.get(seconds)
+    if found is None:
+        if len(_converted) >= 4096:
+            _converted.clear()
+        found = _converted[seconds] = dt.datetime.fromtimestamp(seconds, _UTC)
+    return found
 
 
 _last_ns = 0
