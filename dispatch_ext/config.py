@@ -100,6 +100,10 @@ class Config:
     """The file this configuration was read from, if any."""
     raw: Mapping[str, Any] = field(default_factory=_empty, hash=False)
     """The whole TOML document, for the parts that keep their own tables."""
+    origins: Mapping[str, str] = field(default_factory=_empty, hash=False, compare=False)
+    """Where ``enable`` / ``disable`` came from when the environment set them, for
+    messages: ``{"enable": "DISPATCH_EXT_ENABLE"}``. Empty when they are the file's (or
+    were given in code)."""
 
     def __post_init__(self) -> None:
         for name in ("enable", "disable", "order"):
@@ -111,7 +115,7 @@ class Config:
                     f"Config.{name} takes a sequence of names, not the string {value!r}"
                 )
             object.__setattr__(self, name, tuple(value))
-        for name in ("settings", "timeouts", "raw"):
+        for name in ("settings", "timeouts", "raw", "origins"):
             value = getattr(self, name)
             if not isinstance(value, MappingProxyType):
                 object.__setattr__(self, name, MappingProxyType(dict(value)))
@@ -147,6 +151,7 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     *,
     environ: Mapping[str, str] | None = None,
+    given_as: str | None = None,
 ) -> Config:
     """Read the configuration file and apply the environment switches.
 
@@ -154,6 +159,8 @@ def load_config(
         path: The file to read; ``None`` looks at ``DISPATCH_CONFIG``, then
             ``./dispatch.toml``.
         environ: Where to read the environment (default ``os.environ``).
+        given_as: How ``path`` was given, named in the error when the file is missing
+            (the CLI passes ``"--config"``).
 
     Raises:
         ConfigError: The named file is missing or unreadable, is not valid TOML, or
@@ -162,29 +169,44 @@ def load_config(
             fix.
     """
     env = os.environ if environ is None else environ
-    source = _resolve(path, env)
+    source = _resolve(path, env, given_as)
     config = Config() if source is None else _parse(_read(source), source)
     return _apply_environment(config, env)
 
 
-def _resolve(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+def _resolve(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str], given_as: str | None
+) -> Path | None:
     if path is not None and str(path).strip():
-        origin = "given as the configuration file"
-        chosen = Path(path)
+        chosen = Path(os.path.abspath(path))
     elif env.get(CONFIG_ENV, "").strip():
-        origin = f"named by {CONFIG_ENV}"
-        chosen = Path(env[CONFIG_ENV].strip())
+        chosen = Path(os.path.abspath(env[CONFIG_ENV].strip()))
     else:
         default = Path.cwd() / DEFAULT_CONFIG_FILE
         return default if default.is_file() else None
-    chosen = Path(os.path.abspath(chosen))
-    if not chosen.is_file():
-        state = "is a directory" if chosen.is_dir() else "does not exist"
-        raise ConfigError(
-            f"configuration file {chosen} ({origin}) {state}; create it, or point "
-            f"--config / {CONFIG_ENV} at an existing TOML file"
+    if chosen.is_file():
+        return chosen
+    toml_file = "an existing TOML file"
+    if chosen.is_dir():
+        state = "is a directory, not a file"
+        if (chosen / DEFAULT_CONFIG_FILE).is_file():
+            toml_file += f" (such as {chosen / DEFAULT_CONFIG_FILE})"
+    else:
+        state = "does not exist"
+    if path is not None and str(path).strip():
+        told = (
+            f"{given_as} names {chosen}, which" if given_as else f"the configuration file {chosen}"
         )
-    return chosen
+        fix = f"pass {toml_file} to {given_as}" if given_as else f"pass the path of {toml_file}"
+    else:
+        told = f"the environment variable {CONFIG_ENV} names {chosen}, which"
+        fix = (
+            f"point {CONFIG_ENV} at {toml_file}, or unset it to read ./{DEFAULT_CONFIG_FILE} "
+            f"when present"
+        )
+    if not chosen.exists():
+        fix = f"create it, or {fix}"
+    raise ConfigError(f"{told} {state}; {fix}")
 
 
 def _toml_loads() -> tuple[Callable[[str], dict[str, Any]], type[Exception]]:
@@ -353,10 +375,13 @@ def _apply_environment(config: Config, env: Mapping[str, str]) -> Config:
     strict = _switch(env, "DISPATCH_EXT_STRICT")
     if strict is not None:
         changes["strict"] = strict
-    enable = _name_list(env, "DISPATCH_EXT_ENABLE")
-    if enable is not None:
-        changes["enable"] = enable
-    disable = _name_list(env, "DISPATCH_EXT_DISABLE")
-    if disable is not None:
-        changes["disable"] = disable
+    origins: dict[str, str] = {}
+    for key in ("enable", "disable"):
+        variable = f"DISPATCH_EXT_{key.upper()}"
+        names = _name_list(env, variable)
+        if names is not None:
+            changes[key] = names
+            origins[key] = variable
+    if origins:
+        changes["origins"] = {**config.origins, **origins}
     return replace(config, **changes) if changes else config

@@ -12,6 +12,9 @@ order; :func:`load_into` registers the ones that loaded into a
 2. Switches are applied before anything is imported: with autoload off nothing is
    returned; an extension outside the allowlist or inside the blocklist is ``disabled``.
    Names match the entry-point name or the distribution name, case, ``-`` and ``_`` alike.
+   A name in ``enable``, ``disable``, ``order``, ``[dispatch.timeouts]`` or
+   ``[extensions.*]`` that matches no installed extension is logged as a warning with
+   the closest installed name (:func:`unknown_names` lists them).
 3. When two distributions claim one name, the first by distribution name loads and the
    others are ``conflict`` (whatever the install order or ``sys.path`` order).
 4. Each remaining entry point is imported and built: a class is instantiated and a
@@ -28,7 +31,7 @@ import difflib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._discovery_build import build
 from ._discovery_scan import GROUP, Candidate, scan
@@ -39,7 +42,16 @@ from .errors import ExtensionLoadError, RegistrationError
 if TYPE_CHECKING:
     from .registry import Registry
 
-__all__ = ["GROUP", "STATUSES", "ExtensionRecord", "clear_cache", "discover", "load_into"]
+__all__ = [
+    "GROUP",
+    "STATUSES",
+    "ExtensionRecord",
+    "UnknownName",
+    "clear_cache",
+    "discover",
+    "load_into",
+    "unknown_names",
+]
 
 logger = logging.getLogger("dispatch_ext")
 
@@ -120,29 +132,103 @@ def _conflict_message(loser: Candidate, winner: Candidate) -> str:
     def label(c: Candidate) -> str:
         return f"{c.distribution or '?'} {c.version or ''}".rstrip()
 
+    used, unused = winner.distribution or "?", loser.distribution or "?"
     return (
         f"extension name {loser.name!r} is claimed by two distributions, {label(winner)} "
-        f"({winner.value}) and {label(loser)} ({loser.value}); {winner.distribution} is used, "
-        f"being first by distribution name. Uninstall one of them, or disable one by its "
-        f"distribution name (DISPATCH_EXT_DISABLE={winner.distribution} or "
-        f"{loser.distribution})"
+        f"({winner.value}) and {label(loser)} ({loser.value}); the one from {used} is used "
+        f"(first by distribution name), the one from {unused} is not loaded. To keep "
+        f"{used}'s, uninstall {unused} or set DISPATCH_EXT_DISABLE={unused}; to use "
+        f"{unused}'s instead, uninstall {used} or set DISPATCH_EXT_DISABLE={used}. "
+        f"Disabling a distribution switches off every extension it installs (disabling "
+        f"the name {loser.name!r} would switch off both)"
     )
 
 
-def _warn_unmatched(config: Config, candidates: Iterable[Candidate]) -> None:
-    """Log names in ``order`` and ``[extensions.*]`` that match no installed extension."""
-    known = set().union(*(_keys(c) for c in candidates))
-    names = sorted({c.name for c in candidates})
-    where = str(config.path) if config.path else "configuration"
-    listed = [("[dispatch] order lists", n) for n in config.order]
-    listed += [(f"[extensions.{n}] is for", n) for n in config.settings]
-    for label, name in listed:
-        if normalize_name(name) not in known:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            logger.warning(
-                "%s: %s %r, but no installed extension has that name%s", where, label, name, hint
-            )
+class UnknownName(NamedTuple):
+    """A name in the configuration that matches no installed extension."""
+
+    where: str
+    """Where the name was found: ``"DISPATCH_EXT_ENABLE"``, ``"[dispatch] order in
+    /srv/dispatch.toml"``, ``"[extensions.audti] in /srv/dispatch.toml"``..."""
+    name: str
+    """The name as written there."""
+    suggestion: str | None
+    """The closest installed entry-point or distribution name, if any is close."""
+
+    def describe(self) -> str:
+        """One line: where, the name, and the suggestion."""
+        hint = f"; did you mean {self.suggestion!r}?" if self.suggestion else ""
+        return (
+            f"{self.where} names {self.name!r}, but no installed extension has that "
+            f"entry-point or distribution name{hint}"
+        )
+
+
+def _listed_names(config: Config) -> list[tuple[str, str]]:
+    """Every (where, name) of the configuration that should name an installed extension."""
+    in_file = f" in {config.path}" if config.path else ""
+    listed: list[tuple[str, str]] = []
+    for key in ("enable", "disable", "order"):
+        where = config.origins.get(key) or f"[dispatch] {key}{in_file}"
+        listed += [(where, name) for name in getattr(config, key) or ()]
+    listed += [(f"[dispatch.timeouts]{in_file}", name) for name in config.timeouts]
+    listed += [(f"[extensions.{name}]{in_file}", name) for name in config.settings]
+    return listed
+
+
+def unknown_names(config: Config | None = None, *, refresh: bool = False) -> list[UnknownName]:
+    """The names in ``config`` that match no installed extension, with a suggestion each.
+
+    Looks at ``enable``, ``disable``, ``order``, ``[dispatch.timeouts]`` and the
+    ``[extensions.*]`` tables. A name matches an extension by its entry-point name or its
+    distribution name, case, ``-`` and ``_`` alike. Only the installed metadata is read:
+    nothing is imported. ``None`` reads the configuration with
+    :func:`~dispatch_ext.config.load_config`.
+    """
+    if config is None:
+        config = load_config()
+    return _unknown(config, scan(refresh=refresh))
+
+
+def _unknown(config: Config, candidates: Iterable[Candidate]) -> list[UnknownName]:
+    spellings: dict[str, str] = {}  # normalised -> as installed; entry-point names first
+    for candidate in sorted(candidates, key=lambda c: (c.name, c.dist_key)):
+        spellings.setdefault(normalize_name(candidate.name), candidate.name)
+    for candidate in sorted(candidates, key=lambda c: c.dist_key):
+        if candidate.distribution:
+            spellings.setdefault(candidate.dist_key, candidate.distribution)
+    found: list[UnknownName] = []
+    seen: set[tuple[str, str]] = set()
+    for where, name in _listed_names(config):
+        key = normalize_name(name)
+        if key in spellings or (where, key) in seen:
+            continue
+        seen.add((where, key))
+        close = difflib.get_close_matches(key, list(spellings), n=1)
+        found.append(UnknownName(where, name, spellings[close[0]] if close else None))
+    return found
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _log_failure(candidate: Candidate, error: str | None, exc: BaseException | None) -> None:
+    """One line at WARNING; the traceback, for whoever wants it, at DEBUG."""
+    what = f"{type(exc).__name__}: {exc}" if exc is not None else (error or "no reason given")
+    logger.warning(
+        "extension %r (%s) failed to load: %s; run 'dispatch-ext check' for the cause and the fix",
+        candidate.name,
+        candidate.value,
+        _one_line(what),
+    )
+    if exc is not None:
+        logger.debug(
+            "extension %r (%s): traceback of the load failure",
+            candidate.name,
+            candidate.value,
+            exc_info=exc,
+        )
 
 
 def discover(config: Config | None = None, *, refresh: bool = False) -> list[ExtensionRecord]:
@@ -164,7 +250,8 @@ def discover(config: Config | None = None, *, refresh: bool = False) -> list[Ext
     if not config.autoload:
         return []
     candidates = scan(refresh=refresh)
-    _warn_unmatched(config, candidates)
+    for unknown in _unknown(config, candidates):
+        logger.warning("%s", unknown.describe())
     order: dict[str, int] = {}
     for position, name in enumerate(config.order):
         order.setdefault(normalize_name(name), position)
@@ -208,7 +295,7 @@ def discover(config: Config | None = None, *, refresh: bool = False) -> list[Ext
             )
         )
         if built.status == "failed":
-            logger.warning("%s", built.error, exc_info=built.exception)
+            _log_failure(candidate, built.error, built.exception)
     for record in records:
         if record.status in {"conflict", "invalid"}:
             logger.warning("%s", record.error)

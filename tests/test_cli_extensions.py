@@ -224,6 +224,67 @@ def test_a_broken_config_file_is_reported_not_raised(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("site")
+def test_the_summary_lists_statuses_in_a_fixed_order() -> None:
+    # In load order alpha (disabled) comes first, then bravo (failed), then charlie.
+    result = run("list", "--all", DISPATCH_EXT_DISABLE="alpha")
+    assert result.exit_code == 0
+    assert re.search(r"\d+ extensions: 1 loaded, 1 failed, \d+ disabled\.", result.stdout)
+
+    conflict = run(
+        "list", "--all", enable="gamma,dispatch-ext-typo,alpha", **{"DISPATCH_EXT_DISABLE": "alpha"}
+    )
+    assert re.search(
+        r"\d+ extensions: 1 loaded, 1 invalid, 1 conflict, \d+ disabled\.", conflict.stdout
+    )
+
+
+@pytest.mark.usefixtures("site")
+def test_list_warns_about_a_misspelled_name_in_the_switches() -> None:
+    result = run("list", "--all", enable="alpah")
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "Warning: DISPATCH_EXT_ENABLE names 'alpah', but no installed extension has that "
+        "entry-point or distribution name; did you mean 'alpha'?\n"
+    )
+    assert "alpha" in result.stdout  # the table is still printed, on stdout only
+
+    listed = run("list", "--json", enable="alpha,charlie", DISPATCH_EXT_DISABLE="charlei")
+    assert [e["name"] for e in json.loads(listed.stdout)] == ["alpha", "charlie"]
+    assert "DISPATCH_EXT_DISABLE names 'charlei'" in listed.stderr
+    assert "did you mean 'charlie'?" in listed.stderr
+
+
+@pytest.mark.usefixtures("site")
+def test_a_directory_in_dispatch_config_is_blamed_on_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "dispatch.toml").write_text("", encoding="utf-8")
+    result = run("list", DISPATCH_CONFIG=str(tmp_path))
+    assert result.exit_code == 1
+    assert "--config" not in result.stderr
+    assert f"the environment variable DISPATCH_CONFIG names {tmp_path}, which is a " in (
+        result.stderr
+    )
+    assert f"(such as {tmp_path / 'dispatch.toml'})" in result.stderr
+
+    missing = run("list", DISPATCH_CONFIG=str(tmp_path / "gone.toml"))
+    assert missing.exit_code == 1
+    assert "DISPATCH_CONFIG names" in missing.stderr
+    assert "which does not exist; create it, or point DISPATCH_CONFIG at" in missing.stderr
+
+
+@pytest.mark.usefixtures("site")
+def test_a_wrong_config_option_is_blamed_on_the_option(tmp_path: Path) -> None:
+    missing = run("--config", str(tmp_path / "gone.toml"), "list")
+    assert missing.exit_code == 1
+    assert f"--config names {tmp_path / 'gone.toml'}, which does not exist" in missing.stderr
+    assert "DISPATCH_CONFIG" not in missing.stderr
+
+    directory = run("--config", str(tmp_path), "list")
+    assert directory.exit_code == 2
+    assert "Invalid value for '--config'" in directory.stderr
+    assert "is a directory, not a file; pass the path of a TOML file" in directory.stderr
+
+
+@pytest.mark.usefixtures("site")
 def test_autoload_off_lists_nothing_and_says_why() -> None:
     result = run("list", DISPATCH_EXT_AUTOLOAD="0")
     assert result.exit_code == 0
@@ -313,6 +374,54 @@ def test_check_reports_conflicts_naming_both_distributions() -> None:
     assert "CONFLICT: gamma (dispatch-ext-gamma-two 1.0, gamma_two:Gamma)" in result.stdout
     assert "dispatch-ext-gamma-one" in result.stdout
     assert "DISPATCH_EXT_DISABLE=dispatch-ext-gamma-two" in result.stdout
+    fix = next(line for line in result.stdout.splitlines() if line.startswith("  fix: "))
+    assert fix == (
+        "  fix: dispatch-ext-gamma-one provides 'gamma'. To keep it: uninstall "
+        "dispatch-ext-gamma-two, or set DISPATCH_EXT_DISABLE=dispatch-ext-gamma-two, which "
+        "switches off every extension of dispatch-ext-gamma-two. To use "
+        "dispatch-ext-gamma-two's 'gamma' instead: uninstall dispatch-ext-gamma-one, or set "
+        "DISPATCH_EXT_DISABLE=dispatch-ext-gamma-one, which switches off every extension of "
+        "dispatch-ext-gamma-one"
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "where"),
+    [
+        ('[dispatch]\nenable = ["alpha", "nosuch"]\n', "[dispatch] enable"),
+        ('[dispatch]\ndisable = ["nosuch"]\n', "[dispatch] disable"),
+        ('[dispatch]\norder = ["nosuch"]\n', "[dispatch] order"),
+        ("[dispatch.timeouts]\nnosuch = 1.0\n", "[dispatch.timeouts]"),
+        ("[extensions.nosuch]\nkey = 1\n", "[extensions.nosuch]"),
+    ],
+    ids=["enable", "disable", "order", "timeouts", "settings"],
+)
+def test_check_fails_on_a_name_in_the_configuration_that_is_not_installed(
+    site: Path, toml: str, where: str
+) -> None:
+    Path("dispatch.toml").write_text(toml, encoding="utf-8")
+    result = run("check", enable=None if "enable" in toml else "alpha")
+    assert result.exit_code == 1
+    path = Path("dispatch.toml").resolve()
+    assert f"UNKNOWN NAME: 'nosuch' in {where} in {path}\n" in result.stdout
+    assert "no installed extension has that entry-point or distribution name" in result.stdout
+    assert "the configuration names 1 extension that is not installed" in result.stdout
+    assert not result.stdout.startswith("OK")
+
+
+@pytest.mark.usefixtures("site")
+def test_check_suggests_the_closest_installed_name() -> None:
+    result = run("check", enable="alpha,charlei")
+    assert result.exit_code == 1
+    assert "UNKNOWN NAME: 'charlei' in DISPATCH_EXT_ENABLE\n" in result.stdout
+    assert "  fix: did you mean 'charlie'? Correct the name, or remove it\n" in result.stdout
+    assert result.stdout.endswith(
+        "the configuration names 1 extension that is not installed; 1 enabled extension; "
+        "1 loaded.\n"
+    )
+
+    by_distribution = run("check", enable="dispatch-ext-alpha,dispatch_ext_charlie")
+    assert by_distribution.exit_code == 0, by_distribution.stdout
 
 
 @pytest.mark.usefixtures("site")

@@ -108,15 +108,47 @@ def test_the_file_is_chosen_explicit_path_then_environment_then_current_director
 def test_a_named_file_that_is_missing_is_an_error(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ConfigError, match=r"nowhere\.toml .*does not exist"):
+    with pytest.raises(ConfigError, match=r"nowhere\.toml does not exist; create it"):
         load_config(workdir / "nowhere.toml")
 
     monkeypatch.setenv("DISPATCH_CONFIG", "gone.toml")
-    with pytest.raises(ConfigError, match=r"gone\.toml \(named by DISPATCH_CONFIG\) does not"):
+    with pytest.raises(ConfigError) as caught:
         load_config()
+    assert str(caught.value) == (
+        f"the environment variable DISPATCH_CONFIG names {workdir / 'gone.toml'}, which does "
+        "not exist; create it, or point DISPATCH_CONFIG at an existing TOML file, or unset "
+        "it to read ./dispatch.toml when present"
+    )
 
     with pytest.raises(ConfigError, match="is a directory"):
         load_config(workdir)
+
+
+def test_a_directory_named_by_the_environment_is_blamed_on_the_variable(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(workdir, "", "dispatch.toml")
+    monkeypatch.setenv("DISPATCH_CONFIG", str(workdir))
+
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+
+    message = str(caught.value)
+    assert message.startswith(f"the environment variable DISPATCH_CONFIG names {workdir}, ")
+    assert "is a directory, not a file" in message
+    such_as = f"(such as {workdir / 'dispatch.toml'})"
+    assert f"point DISPATCH_CONFIG at an existing TOML file {such_as}" in message
+    assert "--config" not in message
+
+
+def test_how_a_path_was_given_is_named_in_the_error(workdir: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config("missing.toml", given_as="--config")
+
+    assert str(caught.value) == (
+        f"--config names {workdir / 'missing.toml'}, which does not exist; create it, or "
+        "pass an existing TOML file to --config"
+    )
 
 
 def test_settings_are_looked_up_with_dash_and_underscore_alike_and_copied() -> None:
@@ -239,6 +271,18 @@ def test_the_environment_overrides_the_file(workdir: Path) -> None:
     assert (config.enable, config.disable) == (("x", "y"), ("z",))
     assert config.order == ("a",)
     assert config.path == path
+
+
+def test_names_set_by_the_environment_remember_the_variable(workdir: Path) -> None:
+    path = write(workdir, '[dispatch]\nenable = ["a"]\ndisable = ["b"]\n')
+
+    from_file = load_config(path, environ={})
+    from_env = load_config(path, environ={"DISPATCH_EXT_ENABLE": "x"})
+
+    assert dict(from_file.origins) == {}
+    assert dict(from_env.origins) == {"enable": "DISPATCH_EXT_ENABLE"}
+    assert (from_env.enable, from_env.disable) == (("x",), ("b",))
+    assert from_env == Config(enable=("x",), disable=("b",), path=path, raw=from_env.raw)
 
 
 def test_empty_environment_values_leave_the_file_alone(workdir: Path) -> None:

@@ -122,6 +122,34 @@ def test_a_broken_import_fails_alone_and_the_others_load_and_hear_events(
     assert mine(registry.records) == records
 
 
+def test_a_load_failure_is_one_log_line_and_the_traceback_is_debug_only(
+    site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = (
+        "class Extension:\n    def __init__(self):\n        raise OSError('no disk\\nat all')\n"
+    )
+    make_distribution(
+        site,
+        "t-noisy",
+        entry_points={"t-noisy": "t_noisy_mod:Extension"},
+        modules={"t_noisy_mod.py": source},
+    )
+
+    with caplog.at_level(logging.DEBUG, logger="dispatch_ext"):
+        find(Config(enable=("t-noisy",)))
+
+    ours = [r for r in caplog.records if "t-noisy" in r.getMessage()]
+    warnings = [r for r in ours if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "extension 't-noisy' (t_noisy_mod:Extension) failed to load: OSError: no disk at all; "
+        "run 'dispatch-ext check' for the cause and the fix"
+    ]
+    assert warnings[0].exc_info is None
+    [debug] = [r for r in ours if r.levelno == logging.DEBUG]
+    assert debug.exc_info is not None
+    assert isinstance(debug.exc_info[1], OSError)
+
+
 @pytest.mark.parametrize("switch", ["config", "environment"])
 def test_strict_mode_raises_after_trying_everything(
     site: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch, switch: str
@@ -346,6 +374,11 @@ def test_two_distributions_claiming_one_name_the_first_by_distribution_name_wins
             assert "'t-gamma'" in message
             assert "beta_gamma" in message
             assert "Zeta-Gamma" in message
+            assert "the one from beta_gamma is used (first by distribution name)" in message
+            assert "To keep beta_gamma's, uninstall Zeta-Gamma or set " in message
+            assert "DISPATCH_EXT_DISABLE=Zeta-Gamma; to use Zeta-Gamma's instead" in message
+            assert "uninstall beta_gamma or set DISPATCH_EXT_DISABLE=beta_gamma" in message
+            assert "switches off every extension it installs" in message
     assert outcomes[0] == outcomes[1]
 
 
@@ -562,8 +595,8 @@ def test_unknown_names_in_order_and_settings_are_warned_about(
         find(Config(enable=("t-warn",), order=("t-wran",), settings={"t-warm": {}}))
 
     messages = [r.getMessage() for r in caplog.records]
-    assert any("order lists 't-wran'" in m and "did you mean 't-warn'" in m for m in messages)
-    assert any("[extensions.t-warm] is for 't-warm'" in m for m in messages)
+    assert any("order names 't-wran'" in m and "did you mean 't-warn'" in m for m in messages)
+    assert any("[extensions.t-warm] names 't-warm'" in m for m in messages)
 
 
 # -- timeouts, records, cache -------------------------------------------------------------

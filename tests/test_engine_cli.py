@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,13 @@ def _hooks(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGTERM")
-@pytest.mark.parametrize("target", ["app:engine", "app:build", "app"])
-def test_run_serves_until_sigterm_then_shuts_down_gracefully(tmp_path: Path, target: str) -> None:
+@pytest.mark.parametrize(
+    ("target", "sig"),
+    [("app:engine", signal.SIGTERM), ("app:build", signal.SIGINT), ("app", signal.SIGTERM)],
+)
+def test_run_serves_until_a_signal_then_shuts_down_gracefully(
+    tmp_path: Path, target: str, sig: signal.Signals
+) -> None:
     (tmp_path / "app.py").write_text(APP)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from dispatch_ext.cli import main; main()", "run", target],
@@ -86,8 +92,8 @@ def test_run_serves_until_sigterm_then_shuts_down_gracefully(tmp_path: Path, tar
             proc.kill()
             raise AssertionError(f"no cron job ran: {proc.communicate()}")
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     hooks = _hooks(tmp_path)
     assert hooks[-1] == "on_shutdown"
@@ -218,10 +224,10 @@ def test_dlq_does_not_touch_running_jobs_of_a_live_engine(tmp_path: Path) -> Non
 
     db = tmp_path / "live.sqlite3"
     _store_with_dead_jobs(db, 1)
-    with sqlite3.connect(db) as conn:  # as if an engine were running this job right now
+    with closing(sqlite3.connect(db)) as conn, conn:  # as if an engine ran this job now
         conn.execute("UPDATE jobs SET state = 'running' WHERE name = 'import_file'")
     result = CliRunner().invoke(main, ["dlq", "list", "--db", str(db)])
     assert result.exit_code == 0
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn:
         states = [row[0] for row in conn.execute("SELECT state FROM jobs")]
     assert states == ["running"]

@@ -8,6 +8,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -546,8 +547,10 @@ def test_enqueue_returns_only_after_the_row_is_committed(tmp_path: Path) -> None
     async def main() -> None:
         jobs = await asyncio.gather(*(engine.enqueue("j", i) for i in range(50)))
         # Another connection (another process, after a crash) sees every row.
-        with sqlite3.connect(path) as other:
-            ids = {str(row[0]) for row in other.execute("SELECT seq FROM jobs WHERE state = 'pending'")}
+        with closing(sqlite3.connect(path)) as other:
+            ids = {
+                str(row[0]) for row in other.execute("SELECT seq FROM jobs WHERE state = 'pending'")
+            }
         assert ids == {job.id for job in jobs}
         await engine.stop()
 

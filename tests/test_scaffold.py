@@ -115,6 +115,48 @@ def test_new_never_overwrites(tmp_path: Path) -> None:
         scaffold("pager", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("name", "class_name"),
+    [
+        ("slack-alerts", "SlackAlertsExtension"),
+        ("a_b-c", "ABCExtension"),
+        ("s3_sync", "S3SyncExtension"),
+        ("pager", "PagerExtension"),
+    ],
+)
+def test_the_class_name_is_each_word_capitalised_and_the_rule_is_in_the_help(
+    name: str, class_name: str
+) -> None:
+    assert scaffold_names(name).class_name == class_name
+
+    help_text = " ".join(CliRunner().invoke(main, ["new", "--help"]).output.split())
+    assert "split at '-' and '_'), each capitalised, joined, then 'Extension'" in help_text
+    assert "a_b-c gives ABCExtension" in help_text
+
+
+def test_new_refuses_a_folder_that_does_not_exist_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir"
+
+    result = CliRunner().invoke(main, ["new", "pager", "-d", str(missing)])
+
+    assert result.exit_code == 1
+    assert f"{missing} does not exist; nothing was written." in result.stderr
+    assert f"mkdir -p {missing}" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError):
+        scaffold("pager", missing)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_refuses_a_file_as_the_folder(tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me", encoding="utf-8")
+
+    with pytest.raises(NotADirectoryError, match="is not a directory; nothing was written"):
+        scaffold("pager", a_file)
+    assert files_under(tmp_path) == ["notes.txt"]
+
+
 def test_new_refuses_a_bad_name_as_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["new", "Slack.Alerts", "-d", str(tmp_path)])
 

@@ -5,7 +5,6 @@ The engine is imported inside the commands, so that ``dispatch-ext list`` stays 
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
@@ -142,6 +141,8 @@ def dlq_list(
     ctx: click.Context, db: str | None, as_json: bool, include_replayed: bool, limit: int
 ) -> None:
     """Dead-letter entries, newest first."""
+    import asyncio
+
     store = _store(ctx, db)
 
     async def read() -> list[Any]:
@@ -194,6 +195,8 @@ def dlq_replay(ctx: click.Context, entry_id: int, db: str | None) -> None:
     An engine running on the store picks it up. No hook fires here: the engine that
     runs the job emits its on_job_started and what follows.
     """
+    import asyncio
+
     from ..engine.dlq import find_entry, replay_job
     from ..engine.errors import DeadLetterError
 

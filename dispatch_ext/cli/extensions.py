@@ -22,12 +22,13 @@ from .app import main
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..discovery import ExtensionRecord
+    from ..discovery import ExtensionRecord, UnknownName
     from ..registry import Registry
 
 __all__ = ["check_command", "hooks_command", "info_command", "list_command"]
 
 _BAD = ("failed", "conflict", "invalid")
+_SUMMARY_ORDER = ("loaded", "failed", "invalid", "conflict", "disabled")
 _HOOKS_WIDTH = 48  # characters of hook names shown in the `list` table
 
 
@@ -39,6 +40,13 @@ class _Loaded:
     config: Config
     records: list[ExtensionRecord]
     registry: Registry
+    unknown: list[UnknownName]
+    """Names in the configuration that match no installed extension."""
+
+    def warn_unknown(self) -> None:
+        """Print each unknown name on stderr (the table on stdout stays as it is)."""
+        for unknown in self.unknown:
+            click.echo(f"Warning: {unknown.describe()}", err=True)
 
 
 def _load_config(ctx: click.Context) -> Config:
@@ -46,7 +54,7 @@ def _load_config(ctx: click.Context) -> Config:
     from ..errors import ConfigError
 
     try:
-        return load_config((ctx.obj or {}).get("config_path"))
+        return load_config((ctx.obj or {}).get("config_path"), given_as="--config")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -80,7 +88,7 @@ def _quiet_log() -> Iterator[None]:
 def _load(ctx: click.Context) -> _Loaded:
     from dataclasses import replace
 
-    from ..discovery import load_into
+    from ..discovery import load_into, unknown_names
     from ..registry import Registry
 
     config = replace(_load_config(ctx), strict=False)
@@ -88,7 +96,7 @@ def _load(ctx: click.Context) -> _Loaded:
     ctx.call_on_close(registry.close)
     with _not_strict(), _quiet_log():
         records = load_into(registry, config)
-    return _Loaded(config, records, registry)
+    return _Loaded(config, records, registry, unknown_names(config))
 
 
 # -- formatting helpers -------------------------------------------------------------------
@@ -164,10 +172,11 @@ def _dump(value: Any) -> None:
 
 
 def _counts(records: Sequence[ExtensionRecord]) -> str:
-    counts: dict[str, int] = {}
+    """``"2 loaded, 1 failed"``: statuses always in the order of ``_SUMMARY_ORDER``."""
+    counts = dict.fromkeys(_SUMMARY_ORDER, 0)
     for record in records:
         counts[record.status] = counts.get(record.status, 0) + 1
-    return ", ".join(f"{n} {status}" for status, n in counts.items())
+    return ", ".join(f"{n} {status}" for status, n in counts.items() if n)
 
 
 def _plural(count: int, word: str) -> str:
@@ -200,6 +209,7 @@ def list_command(ctx: click.Context, as_json: bool, show_all: bool) -> None:
     distribution, version, status, hooks and error.
     """
     loaded = _load(ctx)
+    loaded.warn_unknown()
     shown = [r for r in loaded.records if show_all or r.status != "disabled"]
     if as_json:
         _dump([record.to_dict() for record in shown])
@@ -259,7 +269,9 @@ def _hook_rows(registry: Registry) -> list[dict[str, Any]]:
 @click.pass_context
 def hooks_command(ctx: click.Context, as_json: bool) -> None:
     """List every hook, what it means, and the extensions implementing it in call order."""
-    rows = _hook_rows(_load(ctx).registry)
+    loaded = _load(ctx)
+    loaded.warn_unknown()
+    rows = _hook_rows(loaded.registry)
     if as_json:
         _dump(rows)
         return
@@ -273,12 +285,27 @@ def hooks_command(ctx: click.Context, as_json: bool) -> None:
 # -- check ------------------------------------------------------------------------------
 
 
-def _advice(record: ExtensionRecord) -> str:
+def _advice(record: ExtensionRecord, records: Sequence[ExtensionRecord]) -> str:
     name, dist = record.name, record.distribution or record.name
     if record.status == "conflict":
+        used = next(
+            (
+                r.distribution
+                for r in records
+                if r.name == name and r.status == "loaded" and r.distribution != dist
+            ),
+            None,
+        )
+        if used is None:  # refused by the registry: the name is taken in code
+            return (
+                f"register the other extension under another name, or switch this one "
+                f"off by its name: DISPATCH_EXT_DISABLE={name}"
+            )
         return (
-            f"uninstall one of the distributions claiming {name!r}, or switch this one off "
-            f"by its distribution name: DISPATCH_EXT_DISABLE={dist}"
+            f"{used} provides {name!r}. To keep it: uninstall {dist}, or set "
+            f"DISPATCH_EXT_DISABLE={dist}, which switches off every extension of {dist}. "
+            f"To use {dist}'s {name!r} instead: uninstall {used}, or set "
+            f"DISPATCH_EXT_DISABLE={used}, which switches off every extension of {used}"
         )
     if record.status == "invalid":
         return (
@@ -291,19 +318,43 @@ def _advice(record: ExtensionRecord) -> str:
     )
 
 
+def _installed_names(records: Sequence[ExtensionRecord]) -> str:
+    """`` (installed: a, b)``; empty when nothing was discovered (autoload off)."""
+    names = sorted({r.name for r in records})
+    return f" (installed: {', '.join(names)})" if names else ""
+
+
+def _report_unknown(unknown: Sequence[UnknownName], records: Sequence[ExtensionRecord]) -> None:
+    for item in unknown:
+        click.echo(f"UNKNOWN NAME: {item.name!r} in {item.where}")
+        click.echo(
+            "  why: no installed extension has that entry-point or distribution name"
+            f"{_installed_names(records)}"
+        )
+        if item.suggestion:
+            fix = f"did you mean {item.suggestion!r}? Correct the name, or remove it"
+        else:
+            fix = "correct the name, or remove it ('dispatch-ext list --all' lists them all)"
+        click.echo(f"  fix: {fix}")
+        click.echo()
+
+
 @main.command("check")
 @click.pass_context
 def check_command(ctx: click.Context) -> None:
     """Exit with status 1 when an extension failed, conflicts or is invalid.
 
-    Prints each one with the reason and what to do; for the CI of plugin authors and
-    for deployments.
+    Also when the configuration names an extension that is not installed (in enable,
+    disable, order, [dispatch.timeouts] or [extensions.NAME]): a typo there would
+    otherwise go unnoticed. Prints each problem with the reason and what to do; for the
+    CI of plugin authors and for deployments.
     """
-    records = _load(ctx).records
+    loaded_all = _load(ctx)
+    records, unknown = loaded_all.records, loaded_all.unknown
     bad = [r for r in records if r.status in _BAD]
     loaded = [r.name for r in records if r.status == "loaded"]
     disabled = [r.name for r in records if r.status == "disabled"]
-    if not bad:
+    if not bad and not unknown:
         if not records:
             click.echo("OK: no extensions are installed.")
             return
@@ -314,17 +365,27 @@ def check_command(ctx: click.Context) -> None:
             text += f"; {len(disabled)} disabled"
         click.echo(text + ".")
         return
+    _report_unknown(unknown, records)
     for record in bad:
         origin = " ".join(filter(None, [record.distribution, record.version])) or "?"
         click.echo(f"{record.status.upper()}: {record.name} ({origin}, {record.value})")
         click.echo(f"  why: {record.error or 'no reason was recorded'}")
-        click.echo(f"  fix: {_advice(record)}")
+        click.echo(f"  fix: {_advice(record, records)}")
         click.echo()
     enabled = len(records) - len(disabled)
-    click.echo(
-        f"{len(bad)} of {_plural(enabled, 'enabled extension')} did not load "
-        f"({_counts(bad)}); {len(loaded)} loaded."
-    )
+    summary = []
+    if unknown:
+        summary.append(
+            f"the configuration names {_plural(len(unknown), 'extension')} that "
+            f"{'is' if len(unknown) == 1 else 'are'} not installed"
+        )
+    if bad:
+        summary.append(
+            f"{len(bad)} of {_plural(enabled, 'enabled extension')} did not load ({_counts(bad)})"
+        )
+    else:
+        summary.append(f"{_plural(enabled, 'enabled extension')}")
+    click.echo(f"{'; '.join(summary)}; {len(loaded)} loaded.")
     ctx.exit(1)
 
 

@@ -38,13 +38,19 @@ class Names:
     package: str
     """``dispatch_ext_slack_alerts``."""
     class_name: str
-    """``SlackAlertsExtension``."""
+    """``SlackAlertsExtension``: each word capitalised, joined, then ``Extension``."""
     title: str
     """``Slack alerts``."""
 
 
 def scaffold_names(name: str) -> Names:
     """Check an extension name and derive the others from it.
+
+    The name is split into words at ``-`` and ``_``. The distribution joins them with
+    ``-`` after ``dispatch-ext-``, the package with ``_`` after ``dispatch_ext_``, and the
+    class name is each word capitalised, joined, then ``Extension``: ``slack-alerts``
+    gives ``SlackAlertsExtension``, ``s3_sync`` gives ``S3SyncExtension`` and ``a_b-c``
+    gives ``ABCExtension``.
 
     Raises:
         ValueError: The name is not lowercase letters and digits in words joined by
@@ -102,10 +108,24 @@ def scaffold(name: str, directory: Path | str = ".") -> Path:
 
     Raises:
         ValueError: ``name`` is not a valid extension name.
+        FileNotFoundError: ``directory`` does not exist (it is not created).
+        NotADirectoryError: ``directory`` is a file.
         FileExistsError: The folder exists already (nothing is overwritten).
     """
     names = scaffold_names(name)
-    root = Path(directory) / names.distribution
+    parent = Path(directory)
+    if not parent.is_dir():
+        where = parent.absolute()
+        if parent.exists():
+            raise NotADirectoryError(
+                f"{where} is not a directory; nothing was written. Pass an existing folder "
+                f"with --directory"
+            )
+        raise FileNotFoundError(
+            f"{where} does not exist; nothing was written. Pass an existing folder with "
+            f"--directory, or create it first (mkdir -p {where})"
+        )
+    root = parent / names.distribution
     if root.exists():
         raise FileExistsError(
             f"{root.resolve()} exists already; nothing was written. Pick another name, or another "
@@ -139,7 +159,7 @@ def scaffold(name: str, directory: Path | str = ".") -> Path:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
     show_default=True,
-    help="Folder in which to create the distribution's folder.",
+    help="Existing folder in which to create the distribution's folder.",
 )
 def new(name: str, directory: Path) -> None:
     """Scaffold an extension distribution, dispatch-ext-NAME.
@@ -149,12 +169,16 @@ def new(name: str, directory: Path) -> None:
     in the entry-point group dispatch.extensions, a package dispatch_ext_NAME with the
     extension class, tests that use the fixtures of dispatch_ext.testing, and a README.
     An existing folder is never overwritten.
+
+    The class is named after NAME's words (split at '-' and '_'), each capitalised,
+    joined, then 'Extension': slack-alerts gives SlackAlertsExtension, a_b-c gives
+    ABCExtension.
     """
     try:
         root = scaffold(name, directory)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    except FileExistsError as exc:
+    except (FileExistsError, FileNotFoundError, NotADirectoryError) as exc:
         raise click.ClickException(str(exc)) from None
     names = scaffold_names(name)
     click.echo(f"Created {names.distribution} in {root.resolve()}:")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from . import backoff
 from .dlq import DeadLetterQueue
-from .engine import Engine, JobSpec
+from .engine import Engine
 from .errors import (
     CronScheduleError,
     DeadLetterError,
@@ -30,6 +30,7 @@ from .errors import (
     UnknownJobError,
     UnknownWorkflowError,
 )
+from .jobs import JobSpec
 from .records import DeadLetter
 from .settings import EngineSettings
 from .store import Store

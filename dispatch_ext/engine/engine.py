@@ -3,58 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import difflib
 import inspect
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ..models import Job, RunState, WorkflowRun
+from ..models import Job, WorkflowRun
 from ..registry import Registry
 from . import backoff as _backoff
-from .cron import ScheduledEntry, parse_schedule
 from .dlq import DeadLetterQueue
 from .errors import UnknownJobError, UnknownWorkflowError
-from .records import JobRecord, RunRecord, dumps, error_text, new_id
+from .jobs import JobSpec, make_spec, new_record
+from .records import JobRecord, RunRecord, dumps, new_id
+from .scheduler import CronScheduler
 from .settings import EngineSettings, resolve_config
 from .store import Store
 from .store_sqlite import SQLiteStore
 from .threads import ThreadRunner
 from .worker import WorkerPool
-from .workflow import WorkflowContext, WorkflowFunction, WorkflowInterrupted
+from .workflow import WorkflowFunction, execute
 
 if TYPE_CHECKING:
     from ..config import Config
     from ..models import CronEntry
 
-__all__ = ["Engine", "JobSpec"]
+__all__ = ["Engine"]
 
 logger = logging.getLogger("dispatch_ext.engine")
 
 F = TypeVar("F", bound=Callable[..., Any])
 W = TypeVar("W", bound=WorkflowFunction)
 
-_ENQUEUE_OPTIONS = ("priority", "delay", "run_at", "queue", "max_retries", "timeout")
 _HOUSEKEEPING_INTERVAL = 60.0
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A registered job: its handler and its defaults."""
-
-    name: str
-    fn: Callable[..., Any]
-    is_async: bool
-    queue: str
-    max_retries: int
-    timeout: float | None
-    backoff: _backoff.Backoff
 
 
 class Engine:
@@ -99,13 +83,12 @@ class Engine:
         self._jobs: dict[str, JobSpec] = {}
         self._names: tuple[str, ...] = ()
         self._workflows: dict[str, WorkflowFunction] = {}
-        self._cron: dict[str, ScheduledEntry] = {}
+        self._cron = CronScheduler(self)
         self._gates: dict[str, asyncio.Future[None]] = {}
         self._threads = ThreadRunner(concurrency)
         self._pool: WorkerPool | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runs: set[asyncio.Task[None]] = set()
-        self._cron_task: asyncio.Task[None] | None = None
         self._open_lock: asyncio.Lock | None = None
         self._stopped: asyncio.Future[None] | None = None  # set while stop() runs
         self._opened = False
@@ -119,13 +102,12 @@ class Engine:
     # -- registration -------------------------------------------------------------------
 
     @overload
-    def job(self, name: F, /) -> F: ...
+    def job(self, name: F) -> F: ...
 
     @overload
     def job(
         self,
         name: str,
-        /,
         *,
         queue: str = ...,
         max_retries: int = ...,
@@ -136,7 +118,6 @@ class Engine:
     def job(
         self,
         name: str | F,
-        /,
         *,
         queue: str = "default",
         max_retries: int = 3,
@@ -175,28 +156,13 @@ class Engine:
         timeout: float | None,
         backoff: float | _backoff.Backoff | None,
     ) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"a job name must be a non-empty string, got {name!r}")
-        if not callable(fn):
-            raise TypeError(f"job {name!r}: the handler must be callable, got {fn!r}")
+        spec = make_spec(name, fn, queue, max_retries, timeout, backoff)
         if name in self._jobs:
             raise ValueError(
                 f"job {name!r} is already registered (by {self._jobs[name].fn!r}); pick "
                 "another name"
             )
-        _check_retries(name, max_retries)
-        _check_timeout(name, timeout)
-        if not isinstance(queue, str) or not queue:
-            raise ValueError(f"job {name!r}: queue must be a non-empty string")
-        self._jobs[name] = JobSpec(
-            name=name,
-            fn=fn,
-            is_async=inspect.iscoroutinefunction(fn),
-            queue=queue,
-            max_retries=max_retries,
-            timeout=None if timeout is None else float(timeout),
-            backoff=_backoff.resolve(backoff, name),
-        )
+        self._jobs[name] = spec
         self._names = tuple(sorted(self._jobs))
         if self._pool is not None:
             self._pool.wake()
@@ -231,18 +197,11 @@ class Engine:
         malformed expression is refused at once, naming the entry and the field.
         Missed fire times (while no engine ran) are not made up.
         """
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"a cron entry name must be a non-empty string, got {name!r}")
-        if name in self._cron:
-            raise ValueError(f"cron entry {name!r} is already registered; pick another name")
-        parsed = parse_schedule(name, schedule)
         job_name = job if isinstance(job, str) else self._job_name_of(name, job)
-        text = dumps(payload, f"the payload of cron entry {name!r}")
-        entry = ScheduledEntry(name, parsed, job_name, json.loads(text), text)
-        self._cron[name] = entry
+        entry = self._cron.add(name, schedule, job_name, payload)
         if self._started and not self.stopping:
-            self._check_cron()
-            self._restart_cron()
+            self._cron.check(self._jobs)
+            self._cron.start()
         return entry.snapshot()
 
     def _job_name_of(self, entry: str, fn: Callable[..., Any]) -> str:
@@ -284,7 +243,7 @@ class Engine:
         """
         if self._started:
             return
-        self._check_cron()
+        self._cron.check(self._jobs)
         self.stopping = False
         await self._open()
         self._pool = WorkerPool(self, self.concurrency)
@@ -292,7 +251,7 @@ class Engine:
         self._started = True
         for run in await self.store.running_runs(tuple(self._workflows)):
             await self._spawn_run(run, resumed=True)
-        self._restart_cron()
+        self._cron.start()
         if self.settings.keep_completed > 0:
             self._spawn(self._housekeeping(), "dispatch-housekeeping")
 
@@ -318,10 +277,7 @@ class Engine:
     async def _shut_down(self, timeout: float) -> None:
         self.stopping = True
         deadline = time.monotonic() + timeout
-        if self._cron_task is not None:
-            self._cron_task.cancel()
-            await asyncio.gather(self._cron_task, return_exceptions=True)
-            self._cron_task = None
+        await self._cron.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -401,46 +357,7 @@ class Engine:
         spec = self._jobs.get(name)
         if spec is None:
             raise UnknownJobError(self._unknown("job", name, self._jobs, "@engine.job"))
-        text = dumps(payload, f"the payload of job {name!r}")
-        now = time.time()
-        if not opts:
-            return JobRecord(
-                "",  # the store assigns the id
-                name,
-                text,
-                queue=spec.queue,
-                max_retries=spec.max_retries,
-                timeout=spec.timeout,
-                run_at=now,
-                created_at=now,
-            )
-        unknown = [key for key in opts if key not in _ENQUEUE_OPTIONS]
-        if unknown:
-            raise TypeError(
-                f"enqueue({name!r}): unknown option {unknown[0]!r}; the options are "
-                f"{', '.join(_ENQUEUE_OPTIONS)}"
-            )
-        priority = opts.get("priority", 0)
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"enqueue({name!r}): priority must be an int, got {priority!r}")
-        max_retries = opts.get("max_retries", spec.max_retries)
-        _check_retries(name, max_retries)
-        timeout = opts.get("timeout", spec.timeout)
-        _check_timeout(name, timeout)
-        queue = opts.get("queue", spec.queue)
-        if not isinstance(queue, str) or not queue:
-            raise TypeError(f"enqueue({name!r}): queue must be a non-empty string")
-        return JobRecord(
-            "",
-            name,
-            text,
-            queue=queue,
-            priority=priority,
-            max_retries=max_retries,
-            timeout=None if timeout is None else float(timeout),
-            run_at=_run_at(name, now, opts.get("delay"), opts.get("run_at")),
-            created_at=now,
-        )
+        return new_record(spec, payload, opts)
 
     async def _enqueue(self, job: JobRecord, after: Callable[[Job], Any] | None = None) -> Job:
         if not self._opened:
@@ -513,29 +430,8 @@ class Engine:
     async def _run_workflow(
         self, run: RunRecord, checkpoints: dict[str, str], resumed: bool
     ) -> None:
-        fn = self._workflows[run.name]
-        wf = WorkflowContext(self, run, checkpoints, resumed)
         try:
-            output = await fn(wf, json.loads(run.input))
-            text = dumps(output, f"the output of workflow {run.name!r}")
-        except WorkflowInterrupted:
-            logger.info(
-                "workflow run %s (%s) interrupted by shutdown; it resumes at the next start",
-                run.id,
-                run.name,
-            )
-            return
-        except Exception as exc:
-            run.state, run.error, run.completed_at = RunState.FAILED, error_text(exc), time.time()
-            await self.store.finish_run(run)
-            if self._listening("on_workflow_failed"):
-                await self._emit("on_workflow_failed", run=run.snapshot(), error=exc)
-        else:
-            run.state, run.output, run.completed_at = RunState.COMPLETED, text, time.time()
-            await self.store.finish_run(run)
-            if self._listening("on_workflow_completed"):
-                elapsed = dt.timedelta(seconds=max(0.0, run.completed_at - run.started_at))
-                await self._emit("on_workflow_completed", run=run.snapshot(), elapsed=elapsed)
+            await execute(self, self._workflows[run.name], run, checkpoints, resumed)
         finally:
             if self._pool is not None:
                 self._pool._progress.set()
@@ -545,55 +441,6 @@ class Engine:
         await self._open()
         run = await self.store.get_run(run_id)
         return None if run is None else run.snapshot()
-
-    # -- cron ---------------------------------------------------------------------------
-
-    def _check_cron(self) -> None:
-        for entry in self._cron.values():
-            if entry.job_name not in self._jobs:
-                raise UnknownJobError(
-                    f"cron entry {entry.name!r}: "
-                    + self._unknown("job", entry.job_name, self._jobs, "@engine.job")
-                )
-
-    def _restart_cron(self) -> None:
-        if self._cron_task is not None:
-            self._cron_task.cancel()
-            self._cron_task = None
-        if self._cron:
-            self._cron_task = asyncio.create_task(self._cron_loop(), name="dispatch-cron")
-
-    async def _cron_loop(self) -> None:
-        entries = list(self._cron.values())
-        now = time.time()
-        for entry in entries:
-            entry.next_run_at = entry.schedule.next_after(now)
-        while not self.stopping:
-            delay = min(entry.next_run_at for entry in entries) - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            now = time.time()
-            for entry in entries:
-                if entry.next_run_at <= now and not self.stopping:
-                    entry.next_run_at = entry.schedule.next_after(now)
-                    await self._fire(entry)
-
-    async def _fire(self, entry: ScheduledEntry) -> None:
-        try:
-            job = self._new_job(entry.job_name, entry.payload, {})
-        except Exception:
-            logger.exception("cron entry %r could not build its job", entry.name)
-            return
-
-        async def fired(snapshot: Job) -> None:
-            if self._listening("on_cron_fired"):
-                await self._emit("on_cron_fired", entry=entry.snapshot(), job=snapshot)
-
-        try:
-            await self._enqueue(job, after=fired)
-        except Exception:
-            logger.exception("cron entry %r could not enqueue job %r", entry.name, entry.job_name)
 
     # -- waiting, reading ---------------------------------------------------------------
 
@@ -664,34 +511,3 @@ class Engine:
             except Exception:
                 logger.exception("pruning completed jobs failed")
             await asyncio.sleep(_HOUSEKEEPING_INTERVAL)
-
-
-def _check_retries(name: str, max_retries: object) -> None:
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ValueError(f"job {name!r}: max_retries must be an integer >= 0, got {max_retries!r}")
-
-
-def _check_timeout(name: str, timeout: object) -> None:
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ValueError(f"job {name!r}: timeout must be seconds > 0 or None, got {timeout!r}")
-
-
-def _run_at(name: str, now: float, delay: Any, run_at: Any) -> float:
-    if delay is not None and run_at is not None:
-        raise TypeError(f"enqueue({name!r}): pass delay or run_at, not both")
-    if delay is not None:
-        if isinstance(delay, dt.timedelta):
-            delay = delay.total_seconds()
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-            raise ValueError(f"enqueue({name!r}): delay must be seconds >= 0, got {delay!r}")
-        return now + float(delay)
-    if run_at is not None:
-        if not isinstance(run_at, dt.datetime) or run_at.tzinfo is None:
-            raise ValueError(
-                f"enqueue({name!r}): run_at must be an aware datetime (e.g. with "
-                f"tzinfo=datetime.timezone.utc), got {run_at!r}"
-            )
-        return run_at.timestamp()
-    return now

@@ -28,7 +28,8 @@ from .errors import JobTimeoutError
 from .records import JobRecord, error_text, error_type, to_datetime
 
 if TYPE_CHECKING:
-    from .engine import Engine, JobSpec
+    from .engine import Engine
+    from .jobs import JobSpec
 
 __all__ = ["WorkerPool"]
 
@@ -78,6 +79,7 @@ class WorkerPool:
         self._unbatchable: set[str] = set()
         self._completions: deque[tuple[Awaitable[None], JobRecord, float]] = deque()
         self._announcer: asyncio.Task[None] | None = None
+        self._announce_wake: asyncio.Future[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -133,7 +135,9 @@ class WorkerPool:
                 await asyncio.gather(*late, return_exceptions=True)
         if self._watch is not None:
             self._watch.cancel()
-        if self._announcer is not None:
+        if self._announcer is not None:  # let it emit what is left, then end
+            if self._announce_wake is not None and not self._announce_wake.done():
+                self._announce_wake.set_result(None)
             await asyncio.gather(self._announcer, return_exceptions=True)
         self._progress.set()
 
@@ -380,31 +384,37 @@ class WorkerPool:
         self._completions.append((stored, job, elapsed))
         if self._announcer is None:
             self._announcer = asyncio.create_task(self._announce_loop(), name="dispatch-announcer")
+        elif self._announce_wake is not None:
+            wake, self._announce_wake = self._announce_wake, None
+            wake.set_result(None)
 
     async def _announce_loop(self) -> None:
         engine, pending = self.engine, self._completions
-        try:
-            while pending:
-                stored, job, elapsed = pending[0]
-                try:
-                    await stored
-                except Exception as exc:
-                    logger.error(
-                        "storing the completion of job %r (%s) failed: %s; it runs again "
-                        "after a restart",
-                        job.name,
-                        job.id,
-                        exc,
-                    )
-                    pending.popleft()
-                    continue
-                pending.popleft()
-                await engine._emit(
-                    "on_job_completed", job=job.snapshot(), elapsed=dt.timedelta(seconds=elapsed)
+        while True:
+            if not pending:
+                if self.stopping and not self.running:
+                    break
+                self._announce_wake = self._loop.create_future()
+                await self._announce_wake
+                continue
+            stored, job, elapsed = pending[0]
+            try:
+                await stored
+            except Exception as exc:
+                logger.error(
+                    "storing the completion of job %r (%s) failed: %s; it runs again after "
+                    "a restart",
+                    job.name,
+                    job.id,
+                    exc,
                 )
-                self._progress.set()
-        finally:
-            self._announcer = None
+                pending.popleft()
+                continue
+            pending.popleft()
+            await engine._emit(
+                "on_job_completed", job=job.snapshot(), elapsed=dt.timedelta(seconds=elapsed)
+            )
+            self._progress.set()
 
     # -- timeouts -----------------------------------------------------------------------
 

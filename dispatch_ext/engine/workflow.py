@@ -13,16 +13,20 @@ import asyncio
 import datetime as dt
 import inspect
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .records import RunRecord, dumps
+from ..models import RunState
+from .records import RunRecord, dumps, error_text
 
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["WorkflowContext", "WorkflowFunction", "WorkflowInterrupted"]
+__all__ = ["WorkflowContext", "WorkflowFunction", "WorkflowInterrupted", "execute"]
+
+logger = logging.getLogger("dispatch_ext.engine")
 
 WorkflowFunction = Callable[["WorkflowContext", Any], Awaitable[Any]]
 
@@ -111,3 +115,35 @@ class WorkflowContext:
                 elapsed=dt.timedelta(seconds=elapsed),
             )
         return json.loads(text)
+
+
+async def execute(
+    engine: Engine,
+    fn: WorkflowFunction,
+    run: RunRecord,
+    checkpoints: dict[str, str],
+    resumed: bool,
+) -> None:
+    """Run (or resume) one workflow run to its end, storing and announcing the end."""
+    wf = WorkflowContext(engine, run, checkpoints, resumed)
+    try:
+        output = await fn(wf, json.loads(run.input))
+        text = dumps(output, f"the output of workflow {run.name!r}")
+    except WorkflowInterrupted:
+        logger.info(
+            "workflow run %s (%s) interrupted by shutdown; it resumes at the next start",
+            run.id,
+            run.name,
+        )
+        return
+    except Exception as exc:
+        run.state, run.error, run.completed_at = RunState.FAILED, error_text(exc), time.time()
+        await engine.store.finish_run(run)
+        if engine._listening("on_workflow_failed"):
+            await engine._emit("on_workflow_failed", run=run.snapshot(), error=exc)
+    else:
+        run.state, run.output, run.completed_at = RunState.COMPLETED, text, time.time()
+        await engine.store.finish_run(run)
+        if engine._listening("on_workflow_completed"):
+            elapsed = dt.timedelta(seconds=max(0.0, run.completed_at - run.started_at))
+            await engine._emit("on_workflow_completed", run=run.snapshot(), elapsed=elapsed)

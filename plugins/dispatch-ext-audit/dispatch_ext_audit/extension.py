@@ -11,6 +11,7 @@ from typing import Any
 
 from dispatch_ext import CronEntry, Job, WorkflowRun
 
+from ._settings import check_settings
 from ._sink import JsonLinesFile
 
 __all__ = ["DEFAULT_PATH", "PATH_ENV", "AuditExtension"]
@@ -76,6 +77,12 @@ class AuditExtension:
             write that finds the last one older). ``0`` flushes every line. Every line is
             flushed on ``on_shutdown`` and at interpreter exit.
         name: The name the extension registers under.
+
+    Raises:
+        TypeError: A setting has the wrong type (``flush_interval = "x"``); the message
+            names the setting, the value given and the type expected.
+        ValueError: A setting is out of range (``flush_interval = -1``); the message
+            names the setting, the value given and what is expected.
     """
 
     def __init__(
@@ -86,6 +93,7 @@ class AuditExtension:
         flush_interval: float = 1.0,
         name: str = "audit",
     ) -> None:
+        check_settings(path, logger, flush_interval, name)
         self.name = name
         if isinstance(logger, str):
             logger = logging.getLogger(logger)

@@ -423,6 +423,51 @@ def test_negative_flush_interval_is_refused(tmp_path: Path) -> None:
         AuditExtension(path=tmp_path / "a.jsonl", flush_interval=-1)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "error", "expected"),
+    [
+        ("flush_interval", "x", TypeError, "must be a number of seconds (e.g. 1.0), got 'x' (str)"),
+        ("flush_interval", True, TypeError, "must be a number of seconds (e.g. 1.0), got True"),
+        ("flush_interval", -1, ValueError, "a finite number of seconds >= 0, got -1 (int)"),
+        ("flush_interval", float("nan"), ValueError, "a finite number of seconds >= 0"),
+        ("path", 3, TypeError, "must be a file path (a string), got 3 (int)"),
+        ("path", " ", ValueError, "must be a non-empty file path, got ' ' (str)"),
+        ("logger", 5, TypeError, "a logger name (a string) or a Logger, got 5 (int)"),
+        ("logger", "", ValueError, "must be a non-empty logger name, got '' (str)"),
+        ("name", ["audit"], TypeError, "must be a string, got ['audit'] (list)"),
+        ("name", "", ValueError, "must be a non-empty name, got '' (str)"),
+    ],
+)
+def test_a_wrong_setting_is_refused_naming_the_setting_value_and_expected_type(
+    tmp_path: Path, setting: str, value: Any, error: type[Exception], expected: str
+) -> None:
+    settings: dict[str, Any] = {"path": tmp_path / "a.jsonl", setting: value}
+
+    with pytest.raises(error) as caught:
+        AuditExtension(**settings)
+
+    assert str(caught.value).startswith(f"audit extension: setting {setting!r} ")
+    assert expected in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_discovery_marks_the_extension_failed_with_the_settings_message(tmp_path: Path) -> None:
+    from dispatch_ext.config import Config
+    from dispatch_ext.discovery import discover
+
+    config = Config(enable=("audit",), settings={"audit": {"flush_interval": "x"}})
+
+    [record] = [r for r in discover(config) if r.name == "audit"]
+
+    assert record.status == "failed"
+    assert record.error is not None
+    assert "TypeError: audit extension: setting 'flush_interval' must be a number of " in (
+        record.error
+    )
+    assert "got 'x' (str)" in record.error
+    assert "[extensions.audit]" in record.error
+
+
 def test_states_in_snapshots_do_not_leak_into_lines(registry: Registry, tmp_path: Path) -> None:
     # The payload is never written: audit lines carry no job data.
     path = tmp_path / "audit.jsonl"
