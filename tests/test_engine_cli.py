@@ -60,6 +60,10 @@ APP = textwrap.dedent(
 
     engine = build()
     not_an_engine = 42
+
+
+    def broken_factory():
+        return {}["missing"]
     """
 )
 
@@ -114,7 +118,18 @@ def test_run_refuses_what_is_not_an_engine(tmp_path: Path, monkeypatch: pytest.M
     assert "module 'app' has no attribute 'missing'" in result.output
     result = runner.invoke(main, ["run", "app:not_an_engine"])
     assert result.exit_code == 1
-    assert "is a int, not a dispatch_ext.engine.Engine" in result.output
+    assert "Error: app:not_an_engine is an int, not an Engine" in result.output
+    result = runner.invoke(main, ["run", "app:broken_factory"])
+    assert result.exit_code == 1
+    assert "Error: calling app:broken_factory() failed: KeyError: 'missing'" in result.output
+    # A callable is called: say what it returned, not what it is.
+    result = runner.invoke(main, ["run", "os:getcwd"])
+    assert result.exit_code == 1
+    assert "Error: os:getcwd() returned a str, not an Engine" in result.output
+    for malformed in ("a.b:c:d", ":engine", "app:not-a-name", "app..x:engine"):
+        result = runner.invoke(main, ["run", malformed])
+        assert result.exit_code == 2, (malformed, result.output)
+        assert f"{malformed!r} is not MODULE:ATTR" in result.output
     sys.modules.pop("app", None)
 
 
@@ -231,3 +246,155 @@ def test_dlq_does_not_touch_running_jobs_of_a_live_engine(tmp_path: Path) -> Non
     with closing(sqlite3.connect(db)) as conn:
         states = [row[0] for row in conn.execute("SELECT state FROM jobs")]
     assert states == ["running"]
+
+
+def _foreign_database(path: Path) -> bytes:
+    import sqlite3
+
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users VALUES (1, 'ada')")
+    return path.read_bytes()
+
+
+def test_dlq_refuses_a_file_that_is_not_a_store_and_leaves_it_alone(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    before = _foreign_database(other)
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    runner = CliRunner()
+    for args in (["dlq", "list"], ["dlq", "list", "--json"], ["dlq", "replay", "1"]):
+        for path in (other, empty):
+            result = runner.invoke(main, [*args, "--db", str(path)])
+            assert result.exit_code == 1, result.output
+            assert result.output == (
+                f"Error: {path} is not a dispatch-ext store (no 'meta' table); pass --db "
+                "with the engine's database\n"
+            )
+    assert other.read_bytes() == before
+    assert empty.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]
+
+
+def test_dlq_reports_a_file_that_is_not_a_database_without_a_traceback(tmp_path: Path) -> None:
+    garbage = tmp_path / "notadb.db"
+    garbage.write_text("garbage\n")
+    result = CliRunner().invoke(main, ["dlq", "list", "--db", str(garbage)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: cannot use {str(garbage)!r} as a dispatch-ext store: file is not a database\n"
+    )
+    assert garbage.read_text() == "garbage\n"
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from dispatch_ext.cli import main; main()", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DISPATCH_EXT_AUTOLOAD": "0", "DISPATCH_CONFIG": ""},
+    )
+
+
+def test_run_reports_a_store_it_cannot_open_before_saying_it_runs(tmp_path: Path) -> None:
+    (tmp_path / "dispatch.toml").write_text('[engine]\ndatabase = "/nonexistent/dir/x.db"\n')
+    (tmp_path / "eng.py").write_text(
+        "from dispatch_ext.engine import Engine\nengine = Engine(autoload=False)\n"
+    )
+    proc = _cli(tmp_path, "run", "eng:engine")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert err == (
+        "Error: cannot open the SQLite store '/nonexistent/dir/x.db': unable to open "
+        "database file; check that the directory exists and is writable\n"
+    )
+    assert out == ""
+
+
+def test_run_refuses_a_database_of_another_application(tmp_path: Path) -> None:
+    before = _foreign_database(tmp_path / "other.db")
+    (tmp_path / "eng.py").write_text(
+        "from dispatch_ext.engine import Engine\nengine = Engine('other.db', autoload=False)\n"
+    )
+    proc = _cli(tmp_path, "run", "eng:engine")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert err.startswith("Error: other.db is not a dispatch-ext store (no 'meta' table; ")
+    assert "Traceback" not in err
+    assert (tmp_path / "other.db").read_bytes() == before
+
+
+STUCK_APP = textwrap.dedent(
+    """
+    import os, time
+    from dispatch_ext.config import Config
+    from dispatch_ext.engine import Engine
+
+    engine = Engine("stuck.sqlite3", autoload=False, config=Config(autoload=False))
+
+
+    @engine.job("charge")
+    def charge(payload):
+        open("started", "w").close()
+        time.sleep(payload["seconds"])
+        open("charged", "w").close()  # the effect: must not happen after the shutdown
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs SIGTERM")
+def test_run_exits_after_the_shutdown_timeout_without_waiting_for_a_stuck_thread(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "stuck.py").write_text(STUCK_APP)
+    seconds = 30.0
+
+    async def enqueue() -> None:
+        engine = Engine(
+            store=SQLiteStore(tmp_path / "stuck.sqlite3"),
+            autoload=False,
+            config=Config(autoload=False),
+        )
+
+        @engine.job("charge")
+        def charge(payload: Any) -> None:
+            pass
+
+        await engine.enqueue("charge", {"seconds": seconds})
+        await engine.stop()
+
+    asyncio.run(enqueue())
+    proc = _cli(tmp_path, "run", "--shutdown-timeout", "0.5", "stuck:engine")
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the job did not start: {proc.communicate()}")
+        time.sleep(0.02)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    took = time.monotonic() - began
+    assert proc.returncode == 0, err
+    assert took < seconds / 2  # the process did not wait for the handler's thread
+    assert "at-least-once" in err
+    assert not (tmp_path / "charged").exists()  # the thread ended with the process
+    import sqlite3
+
+    with closing(sqlite3.connect(tmp_path / "stuck.sqlite3")) as conn:
+        assert list(conn.execute("SELECT state, owner FROM jobs")) == [("pending", None)]
+        assert list(conn.execute("SELECT COUNT(*) FROM workers")) == [(0,)]
+
+
+def test_demo_refuses_a_database_of_another_application(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    before = _foreign_database(other)
+    proc = _cli(tmp_path, "demo", "--db", str(other), "--dir", str(tmp_path / "work"), "-q")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert f"Error: {other} is not a dispatch-ext store (no 'meta' table; " in err
+    assert "Traceback" not in err
+    assert other.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("other.db-")]

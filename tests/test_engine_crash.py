@@ -155,10 +155,13 @@ def _kill(proc: subprocess.Popen[str]) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def _finish(tmp_path: Path) -> dict[str, int]:
+def _finish(tmp_path: Path, killed: subprocess.Popen[str]) -> dict[str, int]:
     proc = _start(tmp_path, "finish")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
+    # Recovered at once because the killed worker's process is gone, not after its lease.
+    assert f"(pid {killed.pid} on " in err
+    assert "its process has exited" in err
     counts: dict[str, int] = json.loads(out.strip().splitlines()[-1])
     return counts
 
@@ -181,7 +184,7 @@ def test_killed_worker_loses_no_job_and_reruns_the_interrupted_one(tmp_path: Pat
     assert 150 in interrupted
     assert len(ended_first) < 500
 
-    counts = _finish(tmp_path)
+    counts = _finish(tmp_path, first)
     assert counts["completed"] == 500
     assert counts["pending"] == counts["running"] == counts["retrying"] == counts["dead"] == 0
 
@@ -199,7 +202,7 @@ def test_workflow_killed_between_steps_resumes_at_the_next_step(tmp_path: Path) 
     _wait_until(lambda: any(line[0] == "between" for line in _lines(tmp_path)), first, "step two")
     _kill(first)
 
-    counts = _finish(tmp_path)
+    counts = _finish(tmp_path, first)
     assert counts["pending"] == counts["running"] == 0
 
     steps = [(line[1], line[2]) for line in _lines(tmp_path) if line[0] == "step"]

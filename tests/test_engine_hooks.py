@@ -232,6 +232,48 @@ def test_malformed_cron_names_entry_and_field(tmp_path: Path, schedule: str, fie
     assert f"the {field} field" in message
 
 
+@pytest.mark.parametrize(
+    ("shortcut", "after", "fires"),
+    [
+        ("@hourly", "2024-05-06 10:20:30", "2024-05-06 11:00:00"),
+        ("@daily", "2024-05-06 10:20:30", "2024-05-07 00:00:00"),
+        ("@midnight", "2024-05-06 10:20:30", "2024-05-07 00:00:00"),
+        ("@weekly", "2024-05-06 10:20:30", "2024-05-12 00:00:00"),  # a Sunday
+        ("@monthly", "2024-05-06 10:20:30", "2024-06-01 00:00:00"),
+        ("@yearly", "2024-05-06 10:20:30", "2025-01-01 00:00:00"),
+        ("@annually", "2024-05-06 10:20:30", "2025-01-01 00:00:00"),
+        (" @Hourly ", "2024-05-06 10:20:30", "2024-05-06 11:00:00"),
+    ],
+)
+def test_cron_shortcuts(tmp_path: Path, shortcut: str, after: str, fires: str) -> None:
+    from dispatch_ext.engine.cron import parse_schedule
+
+    engine = build(tmp_path)
+
+    @engine.job("report")
+    def report(payload: Any) -> None:
+        pass
+
+    entry = engine.cron("report", shortcut, "report")
+    assert entry.schedule == shortcut.strip().lower()
+    utc = dt.timezone.utc
+    start = dt.datetime.fromisoformat(after).replace(tzinfo=utc).timestamp()
+    expected = dt.datetime.fromisoformat(fires).replace(tzinfo=utc).timestamp()
+    assert parse_schedule("report", shortcut).next_after(start) == expected
+
+
+def test_six_field_schedules_put_the_seconds_first() -> None:
+    from dispatch_ext.engine.cron import parse_schedule
+
+    start = dt.datetime(2024, 5, 6, 10, 20, 30, tzinfo=dt.timezone.utc).timestamp()
+    # "15 * * * * *": second 15 of every minute (croniter's default would read the last
+    # field as seconds).
+    fire = parse_schedule("s", "15 * * * * *").next_after(start)
+    assert dt.datetime.fromtimestamp(fire, dt.timezone.utc) == dt.datetime(
+        2024, 5, 6, 10, 21, 15, tzinfo=dt.timezone.utc
+    )
+
+
 def test_cron_refusals(tmp_path: Path) -> None:
     engine = build(tmp_path)
 
@@ -239,8 +281,16 @@ def test_cron_refusals(tmp_path: Path) -> None:
     def report(payload: Any) -> None:
         pass
 
-    with pytest.raises(CronScheduleError, match=r"'short'.*4 field"):
+    with pytest.raises(CronScheduleError, match=r"'short'.*4 field") as info:
         engine.cron("short", "* * * *", "report")
+    assert "a shortcut such as @hourly" in str(info.value)
+    assert "6 with the seconds field first" in str(info.value)
+    with pytest.raises(CronScheduleError) as info:
+        engine.cron("often", "@fortnightly", "report")
+    assert str(info.value) == (
+        "cron entry 'often': unknown shortcut '@fortnightly'; the shortcuts are @yearly, "
+        "@annually, @monthly, @weekly, @daily, @midnight, @hourly"
+    )
     with pytest.raises(PayloadError, match=r"'nightly'.*JSON"):
         engine.cron("nightly", "0 3 * * *", "report", {"when": object()})
     engine.cron("typo", "0 3 * * *", "reprot")

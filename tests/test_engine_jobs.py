@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -397,7 +398,17 @@ def test_unknown_job_name_is_refused_with_a_suggestion(make_engine: Callable[...
     async def main() -> None:
         with pytest.raises(UnknownJobError, match="'send_emial'") as info:
             await engine.enqueue("send_emial")
-        assert "did you mean 'send_email'?" in str(info.value)
+        assert str(info.value) == (
+            "no job named 'send_emial' is registered on this engine; did you mean "
+            "'send_email'? Registered: 'send_email'. Register it with "
+            "@engine.job('send_emial')."
+        )
+        with pytest.raises(UnknownJobError) as info:
+            await engine.enqueue("nosuch_job")
+        assert str(info.value) == (
+            "no job named 'nosuch_job' is registered on this engine. Registered: "
+            "'send_email'. Register it with @engine.job('nosuch_job')."
+        )
 
     run(main())
 
@@ -583,3 +594,51 @@ def test_engine_config_table_typos_are_refused(tmp_path: Path) -> None:
     path.write_text('[engine]\ndatabse = "x.db"\n')
     with pytest.raises(ConfigError, match="did you mean 'database'"):
         Engine(autoload=False, config=path)
+    path.write_text("[engine]\nworkers = 3\n")
+    with pytest.raises(ConfigError) as info:
+        Engine(autoload=False, config=path)
+    assert str(info.value) == (
+        f"{path}: [engine]: unknown key 'workers'. The known keys are: database, concurrency, "
+        "shutdown_timeout, poll_interval, keep_completed, lease_timeout."
+    )
+    for bad, message in [
+        ("concurrency = 0", "concurrency must be an integer >= 1, got 0"),
+        ("concurrency = 2.5", "concurrency must be an integer >= 1, got 2.5"),
+        ("lease_timeout = 0", "lease_timeout must be a number of seconds > 0, got 0"),
+        ("poll_interval = 0", "poll_interval must be a number of seconds > 0, got 0"),
+        ("keep_completed = -1", "keep_completed must be a number of seconds >= 0, got -1"),
+    ]:
+        path.write_text(f"[engine]\n{bad}\n")
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Engine(autoload=False, config=path)
+
+
+def test_concurrency_comes_from_the_engine_table_unless_given(tmp_path: Path) -> None:
+    path = tmp_path / "dispatch.toml"
+    path.write_text("[engine]\nconcurrency = 7\nlease_timeout = 12\n")
+    engine = Engine(store=MemoryStore(), autoload=False, config=path)
+    assert engine.concurrency == 7
+    assert engine.settings.lease_timeout == 12.0
+    assert Engine(store=MemoryStore(), autoload=False, concurrency=2, config=path).concurrency == 2
+    assert Engine(store=MemoryStore(), autoload=False, config=NO_CONFIG).concurrency == 4
+    with pytest.raises(ValueError, match="concurrency must be an integer >= 1"):
+        Engine(store=MemoryStore(), autoload=False, concurrency=0, config=NO_CONFIG)
+
+    running: list[int] = []
+    peak: list[int] = []
+    engine = Engine(store=MemoryStore(), autoload=False, config=path)
+
+    @engine.job("wait")
+    async def wait(payload: Any) -> None:
+        running.append(1)
+        peak.append(len(running))
+        await asyncio.sleep(0.05)
+        running.pop()
+
+    async def main() -> None:
+        async with engine:
+            await asyncio.gather(*(engine.enqueue("wait") for _ in range(20)))
+            await engine.drain(timeout=10)
+
+    run(main())
+    assert max(peak) == 7

@@ -230,6 +230,12 @@ def test_workflow_refusals(tmp_path: Path) -> None:
     async def main() -> None:
         with pytest.raises(UnknownWorkflowError, match="did you mean 'import_orders'"):
             await engine.start_workflow("import_order")
+        with pytest.raises(UnknownWorkflowError) as info:
+            await engine.start_workflow("nightly")
+        assert str(info.value) == (
+            "no workflow named 'nightly' is registered on this engine. Registered: "
+            "'import_orders'. Register it with @engine.workflow('nightly')."
+        )
         with pytest.raises(PayloadError, match="workflow 'import_orders'"):
             await engine.start_workflow("import_orders", {"file": Path("x")})
         await engine.stop()

@@ -8,18 +8,26 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import DispatchExtError
 from .app import main
 
 if TYPE_CHECKING:
     from ..engine import Engine, SQLiteStore
 
 __all__ = ["dlq", "load_app", "run"]
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
 def load_app(spec: str) -> Engine:
@@ -32,8 +40,11 @@ def load_app(spec: str) -> Engine:
 
     module_name, _, attr = spec.partition(":")
     attr = attr or "engine"
-    if not module_name:
-        raise click.UsageError(f"{spec!r}: expected MODULE:ATTR, e.g. 'myapp.tasks:engine'")
+    if not _DOTTED.match(module_name) or not _DOTTED.match(attr):
+        raise click.UsageError(
+            f"{spec!r} is not MODULE:ATTR (dotted names with one colon between them), "
+            "e.g. 'myapp.tasks:engine'"
+        )
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -44,6 +55,8 @@ def load_app(spec: str) -> Engine:
                 f"cannot import {module_name!r}: no such module (run from the directory "
                 "that holds it, or install it)"
             ) from exc
+        raise click.ClickException(f"importing {module_name!r} failed: {exc}") from exc
+    except DispatchExtError as exc:  # a malformed dispatch.toml, a refused store, ...
         raise click.ClickException(f"importing {module_name!r} failed: {exc}") from exc
     except Exception as exc:
         raise click.ClickException(
@@ -58,12 +71,24 @@ def load_app(spec: str) -> Engine:
             f"module {module_name!r} has no attribute {attr!r}; name the engine as "
             f"{module_name}:ATTR"
         ) from None
+    what = f"{module_name}:{attr}"
     if not isinstance(target, Engine) and callable(target):
-        target = target()
+        try:
+            built = target()
+        except Exception as exc:
+            raise click.ClickException(
+                f"calling {what}() failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(built, Engine):
+            raise click.ClickException(
+                f"{what}() returned {_a(type(built).__name__)}, not an Engine "
+                "(dispatch_ext.engine.Engine); name the engine, or a function returning one"
+            )
+        target = built
     if not isinstance(target, Engine):
         raise click.ClickException(
-            f"{spec} is a {type(target).__name__}, not a dispatch_ext.engine.Engine (or a "
-            "function returning one)"
+            f"{what} is {_a(type(target).__name__)}, not an Engine (dispatch_ext.engine.Engine) "
+            "or a function returning one"
         )
     return target
 
@@ -83,12 +108,24 @@ def run(ctx: click.Context, app: str, shutdown_timeout: float | None) -> None:
     APP is MODULE:ATTR, where ATTR is an Engine or a function returning one
     (default ATTR: engine). A second signal stops waiting for running jobs.
     """
+    from ..engine.shutdown import serve
+
     config_path = (ctx.obj or {}).get("config_path")
     if config_path:
         os.environ["DISPATCH_CONFIG"] = config_path
     engine = load_app(app)
-    click.echo(f"dispatch-ext: running {app} ({engine.store!r}); Ctrl-C to stop", err=True)
-    engine.run(shutdown_timeout=shutdown_timeout)
+
+    def started() -> None:
+        click.echo(
+            f"dispatch-ext: running {app} ({engine.store!r}, worker {engine.worker_id}); "
+            "Ctrl-C to stop",
+            err=True,
+        )
+
+    try:
+        serve(engine, shutdown_timeout, on_started=started)
+    except DispatchExtError as exc:  # a store that cannot be opened, a cron entry, ...
+        raise click.ClickException(str(exc)) from exc
     click.echo("dispatch-ext: stopped", err=True)
 
 
@@ -128,7 +165,18 @@ def _store(ctx: click.Context, db: str | None) -> SQLiteStore:
             f"no store at {path}: the file does not exist; pass --db PATH (or set "
             "[engine] database in dispatch.toml)"
         )
-    return SQLiteStore(path, recover=False)
+    return SQLiteStore(path, create=False)
+
+
+def _refused(exc: DispatchExtError) -> click.ClickException:
+    from ..engine.errors import NotAStoreError
+
+    if isinstance(exc, NotAStoreError):
+        return click.ClickException(
+            f"{exc.path} is not a dispatch-ext store (no 'meta' table); pass --db with the "
+            "engine's database"
+        )
+    return click.ClickException(str(exc))
 
 
 @dlq.command("list")
@@ -152,7 +200,10 @@ def dlq_list(
         finally:
             await store.close()
 
-    entries = asyncio.run(read())
+    try:
+        entries = asyncio.run(read())
+    except DispatchExtError as exc:
+        raise _refused(exc) from exc
     if as_json:
         click.echo(json.dumps([entry.to_dict() for entry in entries], indent=2))
         return
@@ -216,4 +267,6 @@ def dlq_replay(ctx: click.Context, entry_id: int, db: str | None) -> None:
         name, job_id = asyncio.run(replay())
     except DeadLetterError as exc:
         raise click.ClickException(str(exc)) from exc
+    except DispatchExtError as exc:
+        raise _refused(exc) from exc
     click.echo(f"replayed dead-letter entry {entry_id} (job {name!r}) as job {job_id}")

@@ -12,7 +12,18 @@ from ..models import CronEntry, freeze
 from .errors import CronScheduleError
 from .records import to_datetime
 
-__all__ = ["CronSchedule", "ScheduledEntry", "parse_schedule"]
+__all__ = ["SHORTCUTS", "CronSchedule", "ScheduledEntry", "parse_schedule"]
+
+SHORTCUTS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+"""The standard shortcuts and the five-field expressions they stand for (UTC)."""
 
 _FIVE = ("minute", "hour", "day of month", "month", "day of week")
 _SIX = ("second", *_FIVE)
@@ -28,15 +39,24 @@ _NEUTRAL = {
 
 @dataclass(frozen=True)
 class CronSchedule:
-    """A checked cron expression: five fields, or six with a leading seconds field."""
+    """A checked cron expression: five fields, six with a leading seconds field, or a
+    shortcut such as ``@hourly``.
+
+    Attributes:
+        expression: As given (whitespace normalised).
+        with_seconds: Whether the first field is seconds.
+        fields: The fields croniter reads (a shortcut's expansion).
+    """
 
     expression: str
     with_seconds: bool
+    fields: str = ""
 
     def next_after(self, when: float) -> float:
         """The first fire time strictly after ``when`` (POSIX seconds, UTC)."""
         start = dt.datetime.fromtimestamp(when, dt.timezone.utc)
-        it = croniter(self.expression, start, second_at_beginning=self.with_seconds)
+        fields = self.fields or self.expression
+        it = croniter(fields, start, second_at_beginning=self.with_seconds)
         return float(it.get_next(float))
 
 
@@ -51,11 +71,22 @@ def parse_schedule(entry: str, expression: str) -> CronSchedule:
             f"cron entry {entry!r}: the schedule must be a string such as '*/5 * * * *', "
             f"got {type(expression).__name__}"
         )
+    shortcut = expression.strip().lower()
+    if shortcut.startswith("@"):
+        expanded = SHORTCUTS.get(shortcut)
+        if expanded is None:
+            raise CronScheduleError(
+                f"cron entry {entry!r}: unknown shortcut {expression.strip()!r}; the "
+                f"shortcuts are {', '.join(SHORTCUTS)}"
+            )
+        return CronSchedule(shortcut, False, expanded)
     fields = expression.split()
     if len(fields) not in (5, 6):
         raise CronScheduleError(
             f"cron entry {entry!r}: {expression!r} has {len(fields)} field(s); expected 5 "
-            "(minute hour day-of-month month day-of-week) or 6 with a leading second field"
+            "(minute hour day-of-month month day-of-week), 6 with the seconds field first "
+            "(second minute hour day-of-month month day-of-week), or a shortcut such as "
+            "@hourly or @daily"
         )
     names = _SIX if len(fields) == 6 else _FIVE
     with_seconds = len(fields) == 6
@@ -71,7 +102,7 @@ def parse_schedule(entry: str, expression: str) -> CronSchedule:
         raise CronScheduleError(
             f"cron entry {entry!r}: {expression!r} is not a valid cron expression"
         )
-    schedule = CronSchedule(normal, with_seconds)
+    schedule = CronSchedule(normal, with_seconds, normal)
     try:  # an expression such as "0 0 31 2 *" is well-formed but never fires
         schedule.next_after(0.0)
     except Exception as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import inspect
 import logging
@@ -18,6 +19,7 @@ from . import backoff as _backoff
 from .dlq import DeadLetterQueue
 from .errors import UnknownJobError, UnknownWorkflowError
 from .jobs import JobSpec, make_spec, new_record
+from .lease import Lease, Recovery
 from .records import JobRecord, RunRecord, dumps, new_id
 from .scheduler import CronScheduler
 from .settings import EngineSettings, resolve_config
@@ -39,6 +41,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 W = TypeVar("W", bound=WorkflowFunction)
 
 _HOUSEKEEPING_INTERVAL = 60.0
+_RUNS_PER_CLAIM = 100
+
+
+def _ignored(hook: str, exc: Exception) -> None:
+    logger.error("%s: extension failure(s) ignored by the engine: %s", hook, exc)
 
 
 class Engine:
@@ -51,7 +58,7 @@ class Engine:
         extensions: Extension objects registered first, before discovered ones.
         autoload: Discover installed extensions (entry-point group
             ``dispatch.extensions``) when the engine starts.
-        concurrency: How many jobs run at once.
+        concurrency: How many jobs run at once (default: ``[engine] concurrency``, else 4).
         config: A :class:`dispatch_ext.config.Config`, a path to a TOML file, or ``None``
             (read ``DISPATCH_CONFIG`` or ``./dispatch.toml`` when present).
     """
@@ -61,13 +68,17 @@ class Engine:
         store: Store | str | os.PathLike[str] | None = None,
         extensions: Iterable[object] = (),
         autoload: bool = True,
-        concurrency: int = 4,
+        concurrency: int | None = None,
         config: Config | str | os.PathLike[str] | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
         self.config = resolve_config(config)
         self.settings = EngineSettings.from_config(self.config)
+        if concurrency is None:
+            concurrency = self.settings.concurrency
         if store is None:
             store = SQLiteStore(self.settings.database)
         elif isinstance(store, (str, os.PathLike)):
@@ -87,6 +98,8 @@ class Engine:
         self._gates: dict[str, asyncio.Future[None]] = {}
         self._threads = ThreadRunner(concurrency)
         self._pool: WorkerPool | None = None
+        self._lease: Lease | None = None
+        self._runs_wanted: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runs: set[asyncio.Task[None]] = set()
         self._open_lock: asyncio.Lock | None = None
@@ -238,22 +251,42 @@ class Engine:
     async def start(self) -> None:
         """Open the store, discover extensions, start the workers and cron.
 
-        Jobs found ``running`` (after a crash) go back to the queue and interrupted
-        workflow runs resume. ``async with engine:`` calls this.
+        The engine registers in the store as a worker and keeps a heartbeat there. Jobs
+        left ``running`` by a worker that is gone (its process exited, or no heartbeat
+        for ``[engine] lease_timeout`` seconds) go back to the queue, and workflow runs
+        nobody holds (interrupted, or started by a process that only enqueues) resume
+        or start here; other live workers' jobs are left alone. ``async with engine:``
+        calls this.
         """
         if self._started:
             return
         self._cron.check(self._jobs)
         self.stopping = False
         await self._open()
+        lease = Lease(self.store, self.settings.lease_timeout, self._recovered)
+        await lease.start()  # on failure the engine stays open, not started: stop() closes
+        self._lease = lease
+        self._runs_wanted = asyncio.Event()
         self._pool = WorkerPool(self, self.concurrency)
         self._pool.start()
         self._started = True
-        for run in await self.store.running_runs(tuple(self._workflows)):
-            await self._spawn_run(run, resumed=True)
+        await self._claim_runs()
+        self._spawn(self._watch_runs(), "dispatch-runs")
         self._cron.start()
         if self.settings.keep_completed > 0:
             self._spawn(self._housekeeping(), "dispatch-housekeeping")
+
+    @property
+    def worker_id(self) -> str | None:
+        """This engine's id as a worker in its store, while it is started."""
+        return None if self._lease is None else self._lease.identity.id
+
+    def _recovered(self, recovery: Recovery) -> None:
+        """Work of a gone worker is free again: look for it now."""
+        if self._pool is not None:
+            self._pool.wake()
+        if recovery.runs and self._runs_wanted is not None:
+            self._runs_wanted.set()
 
     async def stop(self, timeout: float | None = None) -> None:
         """Shut down gracefully.
@@ -290,6 +323,12 @@ class Engine:
             await asyncio.gather(*late, return_exceptions=True)
         self._pool = None
         self._started = False
+        lease, self._lease = self._lease, None
+        if lease is not None:  # put back what is left, free the runs, deregister
+            try:
+                await lease.stop()
+            except Exception as exc:
+                logger.error("%r: deregistering this worker failed: %s", self.store, exc)
         if self._listening("on_shutdown"):
             await self._emit("on_shutdown")
         await self.store.close()
@@ -364,13 +403,16 @@ class Engine:
             await self._open()
         await self.store.add_job(job)  # gives the job its id
         # No await between the insert and here: a worker cannot have the job yet.
-        listening = self._listening("on_job_enqueued") or after is not None
-        gate = self._hold(job.id) if listening else None
+        if self._pool is not None:
+            self._pool.wake()
+        snapshot = job.snapshot()
+        listening = self._listening("on_job_enqueued")
+        if listening and after is None and self._emit_now("on_job_enqueued", {"job": snapshot}):
+            return snapshot  # heard without yielding: no worker can have started the job
+        # The hook (async implementations) or ``after`` yields: hold workers back.
+        gate = self._hold(job.id) if listening or after is not None else None
         try:
-            if self._pool is not None:
-                self._pool.wake()
-            snapshot = job.snapshot()
-            if self._listening("on_job_enqueued"):
+            if listening:
                 await self._emit("on_job_enqueued", job=snapshot)
             if after is not None:
                 await after(snapshot)
@@ -394,7 +436,7 @@ class Engine:
     def _unknown(self, kind: str, name: object, known: Iterable[str], how: str) -> str:
         choices = list(known)
         close = difflib.get_close_matches(str(name), choices, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         listing = ", ".join(repr(c) for c in sorted(choices)) or "none"
         return (
             f"no {kind} named {name!r} is registered on this engine{hint} Registered: "
@@ -404,8 +446,13 @@ class Engine:
     # -- workflows ----------------------------------------------------------------------
 
     async def start_workflow(self, name: str, payload: Any = None) -> WorkflowRun:
-        """Store a new run of workflow ``name`` and start it (at :meth:`start` if the
-        engine is not running yet). Returns its snapshot (state ``running``)."""
+        """Store a new run of workflow ``name`` and return its snapshot (``running``).
+
+        A started engine runs it at once. An engine that is not started (a process that
+        only enqueues) stores it for the workers: a started engine on the same store
+        picks it up within ``[engine] poll_interval`` (or at its start).
+        ``on_workflow_started`` fires here, in the process that started the run, once.
+        """
         if name not in self._workflows:
             raise UnknownWorkflowError(
                 self._unknown("workflow", name, self._workflows, "@engine.workflow")
@@ -413,16 +460,42 @@ class Engine:
         text = dumps(payload, f"the payload of workflow {name!r}")
         await self._open()
         run = RunRecord(id=new_id(), name=name, input=text, started_at=time.time())
-        await self.store.add_run(run)
+        owner = self.worker_id if self._started and not self.stopping else None
+        await self.store.add_run(run, owner)
         snapshot = run.snapshot()
         if self._listening("on_workflow_started"):
             await self._emit("on_workflow_started", run=snapshot)
-        if self._started and not self.stopping:
-            await self._spawn_run(run, resumed=False)
+        if owner is not None and self._started and not self.stopping:
+            self._spawn_run(run, {}, resumed=False)
         return snapshot
 
-    async def _spawn_run(self, run: RunRecord, resumed: bool) -> None:
-        checkpoints = await self.store.load_steps(run.id) if resumed else {}
+    async def _claim_runs(self) -> None:
+        """Take the free runs of the workflows registered here and run them."""
+        owner = self.worker_id
+        while self._workflows and owner is not None and self._started and not self.stopping:
+            claimed = await self.store.claim_runs(tuple(self._workflows), owner, _RUNS_PER_CLAIM)
+            for run, resumed in claimed:
+                checkpoints = await self.store.load_steps(run.id)
+                if resumed or checkpoints:
+                    logger.info("resuming workflow run %s (%s)", run.id, run.name)
+                self._spawn_run(run, checkpoints, resumed or bool(checkpoints))
+            if len(claimed) < _RUNS_PER_CLAIM:
+                return
+
+    async def _watch_runs(self) -> None:
+        """Pick up runs started by other processes, or freed by a gone worker."""
+        wanted = self._runs_wanted
+        poll = self.settings.poll_interval
+        while not self.stopping and wanted is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wanted.wait(), poll)
+            wanted.clear()
+            try:
+                await self._claim_runs()
+            except Exception:
+                logger.exception("claiming workflow runs from %r failed; trying again", self.store)
+
+    def _spawn_run(self, run: RunRecord, checkpoints: dict[str, str], resumed: bool) -> None:
         task = asyncio.create_task(self._run_workflow(run, checkpoints, resumed))
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
@@ -460,6 +533,8 @@ class Engine:
         while self._started and not self.stopping:
             if not pool.busy and not self._runs:
                 left = await self.store.count_active(self._names)
+                if left == 0 and self._workflows:  # runs not picked up yet, or elsewhere
+                    left = await self.store.count_active_runs(tuple(self._workflows))
                 if left == 0 and not pool.busy and not self._runs:
                     return
             wait = 0.25
@@ -491,10 +566,26 @@ class Engine:
 
     async def _emit(self, hook: str, /, **kwargs: Any) -> None:
         """Emit through the registry; a failure there never reaches the job's state."""
+        if self._emit_now(hook, kwargs):
+            return
         try:
             await self.registry.aemit(hook, **kwargs)
         except Exception as exc:  # strict registries raise an ExceptionGroup after all ran
-            logger.error("%s: extension failure(s) ignored by the engine: %s", hook, exc)
+            _ignored(hook, exc)
+
+    def _emit_now(self, hook: str, kwargs: dict[str, Any]) -> bool:
+        """Emit ``hook`` without yielding, unless an implementation is async.
+
+        Returns ``False`` (and calls nothing) when one is: :meth:`_emit` awaits them.
+        """
+        registry = self.registry
+        if registry.has_async_listeners(hook):
+            return False
+        try:
+            registry.emit(hook, **kwargs)
+        except Exception as exc:
+            _ignored(hook, exc)
+        return True
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)

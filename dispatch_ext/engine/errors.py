@@ -9,7 +9,9 @@ __all__ = [
     "DeadLetterError",
     "EngineError",
     "JobTimeoutError",
+    "NotAStoreError",
     "PayloadError",
+    "StoreError",
     "UnknownJobError",
     "UnknownWorkflowError",
 ]
@@ -41,3 +43,19 @@ class JobTimeoutError(EngineError, TimeoutError):
 
 class DeadLetterError(EngineError, LookupError):
     """A dead-letter entry that does not exist or cannot be replayed."""
+
+
+class StoreError(EngineError, OSError):
+    """The store's file cannot be opened or used (missing folder, not a database, ...)."""
+
+
+class NotAStoreError(StoreError):
+    """A SQLite file that is not a dispatch-ext store (it has no ``meta`` table).
+
+    The engine refuses to add its tables to somebody else's database, and the commands
+    that read a store refuse to look into it.
+    """
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path

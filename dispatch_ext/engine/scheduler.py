@@ -1,4 +1,8 @@
-"""Fires the engine's cron entries while it runs."""
+"""Fires the engine's cron entries while it runs.
+
+Several workers on one store fire each fire time once: the first to reach it claims it
+in the store (:meth:`Store.claim_fire`), the others skip it.
+"""
 
 from __future__ import annotations
 
@@ -80,11 +84,18 @@ class CronScheduler:
             now = time.time()
             for entry in entries:
                 if entry.next_run_at <= now and not engine.stopping:
+                    due = entry.next_run_at
                     entry.next_run_at = entry.schedule.next_after(now)
-                    await self._fire(entry)
+                    await self._fire(entry, due)
 
-    async def _fire(self, entry: ScheduledEntry) -> None:
+    async def _fire(self, entry: ScheduledEntry, due: float) -> None:
         engine = self._engine
+        try:
+            if not await engine.store.claim_fire(entry.name, due):
+                return  # another worker on this store fired it
+        except Exception:
+            logger.exception("cron entry %r could not record its fire time", entry.name)
+            return
         try:
             job = engine._new_job(entry.job_name, entry.payload, {})
         except Exception:

@@ -4,9 +4,11 @@
 
     [engine]
     database = "dispatch.sqlite3"   # the SQLite file of the default store (relative: to the cwd)
+    concurrency = 4                 # jobs run at once (Engine(concurrency=...) wins)
     shutdown_timeout = 30.0         # seconds running jobs get to finish on shutdown
     poll_interval = 1.0             # seconds between looks for work enqueued by other processes
     keep_completed = 86400.0        # seconds completed jobs stay in the store (0: forever)
+    lease_timeout = 30.0            # seconds without a heartbeat before a worker counts as gone
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .lease import DEFAULT_LEASE_TIMEOUT
 from .store_sqlite import DEFAULT_DATABASE
 
 if TYPE_CHECKING:
@@ -26,7 +29,17 @@ if TYPE_CHECKING:
 
 __all__ = ["EngineSettings", "resolve_config"]
 
-_KEYS = ("database", "shutdown_timeout", "poll_interval", "keep_completed")
+_KEYS = (
+    "database",
+    "concurrency",
+    "shutdown_timeout",
+    "poll_interval",
+    "keep_completed",
+    "lease_timeout",
+)
+_SECONDS = ("shutdown_timeout", "poll_interval", "keep_completed", "lease_timeout")
+_POSITIVE = ("poll_interval", "lease_timeout")  # zero would make no sense
+DEFAULT_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -34,9 +47,11 @@ class EngineSettings:
     """Settings read from ``[engine]`` (defaults when the table or a key is missing)."""
 
     database: Path = Path(DEFAULT_DATABASE)
+    concurrency: int = DEFAULT_CONCURRENCY
     shutdown_timeout: float = 30.0
     poll_interval: float = 1.0
     keep_completed: float = 86400.0
+    lease_timeout: float = DEFAULT_LEASE_TIMEOUT
 
     @classmethod
     def from_config(cls, config: Config | None) -> EngineSettings:
@@ -48,7 +63,7 @@ class EngineSettings:
         unknown = [key for key in table if key not in _KEYS]
         if unknown:
             close = difflib.get_close_matches(unknown[0], _KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = f"; did you mean {close[0]!r}?" if close else "."
             raise ConfigError(
                 f"{where}: unknown key {unknown[0]!r}{hint} The known keys are: {', '.join(_KEYS)}."
             )
@@ -58,11 +73,27 @@ class EngineSettings:
             if not isinstance(database, str) or not database.strip():
                 raise ConfigError(f"{where}: database must be a file path string")
             values["database"] = Path(database)
-        for key in _KEYS[1:]:
+        if "concurrency" in table:
+            concurrency = table["concurrency"]
+            if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+                raise ConfigError(
+                    f"{where}: concurrency must be an integer >= 1, got {concurrency!r}"
+                )
+            values["concurrency"] = concurrency
+        for key in _SECONDS:
             if key in table:
                 value = table[key]
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                    raise ConfigError(f"{where}: {key} must be a number of seconds >= 0")
+                positive = key in _POSITIVE
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or value < 0
+                    or (positive and value == 0)
+                ):
+                    bound = "> 0" if positive else ">= 0"
+                    raise ConfigError(
+                        f"{where}: {key} must be a number of seconds {bound}, got {value!r}"
+                    )
                 values[key] = float(value)
         return cls(**values)
 

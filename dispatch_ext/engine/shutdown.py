@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,8 +20,17 @@ _SIGNALS = tuple(
 )
 
 
-def serve(engine: Engine, shutdown_timeout: float | None = None) -> None:
-    """Run ``engine`` until a signal; a second signal cuts the shutdown short."""
+def serve(
+    engine: Engine,
+    shutdown_timeout: float | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Run ``engine`` until a signal; a second signal cuts the shutdown short.
+
+    ``on_started`` is called once the engine has started (not when starting failed).
+    Handler threads still running when the shutdown ends are not waited for: they are
+    daemon threads and end with the process.
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -30,10 +40,12 @@ def serve(engine: Engine, shutdown_timeout: float | None = None) -> None:
             "engine.run() blocks and needs its own event loop; from async code use "
             "'async with engine:' instead"
         )
-    asyncio.run(_serve(engine, shutdown_timeout))
+    asyncio.run(_serve(engine, shutdown_timeout, on_started))
 
 
-async def _serve(engine: Engine, shutdown_timeout: float | None) -> None:
+async def _serve(
+    engine: Engine, shutdown_timeout: float | None, on_started: Callable[[], None] | None
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     stopping: asyncio.Task[None] | None = None
@@ -58,6 +70,8 @@ async def _serve(engine: Engine, shutdown_timeout: float | None) -> None:
             signal.signal(sig, lambda s, f: loop.call_soon_threadsafe(on_signal, signal.Signals(s)))
     try:
         await engine.start()
+        if on_started is not None:
+            on_started()
         await stop.wait()
         stopping = asyncio.create_task(engine.stop(shutdown_timeout))
         await stopping

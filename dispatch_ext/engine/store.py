@@ -4,14 +4,22 @@ Two implementations ship: :class:`~dispatch_ext.engine.SQLiteStore` (durable, th
 default) and :class:`~dispatch_ext.engine.MemoryStore` (for tests). Every method is a
 coroutine called from the engine's event loop; a method returns once its change is
 stored (for SQLite: committed).
+
+Several engines (processes) may share one store: each started engine is a *worker*
+that claims jobs and workflow runs under its id and keeps a heartbeat (see
+:mod:`dispatch_ext.engine.lease`); only :meth:`Store.beat` puts work back, and only
+the work of workers that are gone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Collection, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .records import DeadLetter, JobRecord, RunRecord
+
+if TYPE_CHECKING:
+    from .lease import Recovery, WorkerIdentity
 
 __all__ = ["Store"]
 
@@ -20,11 +28,8 @@ __all__ = ["Store"]
 class Store(Protocol):
     """Persistence for jobs, dead letters and workflow runs."""
 
-    async def open(self) -> int:
-        """Open (and create) the store; put jobs found ``running`` back in their queue.
-
-        Returns the number of jobs put back.
-        """
+    async def open(self) -> None:
+        """Open (and create) the store. Nothing is recovered here: see :meth:`beat`."""
 
     async def close(self) -> None:
         """Write anything pending and release the store."""
@@ -33,8 +38,11 @@ class Store(Protocol):
     async def add_job(self, job: JobRecord) -> None:
         """Store a new job (state ``pending``)."""
 
-    async def claim(self, names: Collection[str], limit: int, now: float) -> list[JobRecord]:
-        """Mark up to ``limit`` due jobs ``running`` and return them, best first.
+    async def claim(
+        self, names: Collection[str], limit: int, now: float, owner: str | None = None
+    ) -> list[JobRecord]:
+        """Mark up to ``limit`` due jobs ``running`` (held by worker ``owner``) and
+        return them, best first.
 
         Best is highest ``priority``, then earliest ``run_at``, then oldest. Only jobs
         whose name is in ``names`` are claimed.
@@ -82,9 +90,34 @@ class Store(Protocol):
     async def replay_dead(self, entry_id: int, job: JobRecord) -> None:
         """Store ``job`` (the replay) and mark the entry replayed, in one transaction."""
 
+    # workers
+    async def beat(self, worker: WorkerIdentity, lease_timeout: float, now: float) -> Recovery:
+        """Register ``worker`` or refresh its heartbeat, and recover the work of gone
+        workers, in one transaction.
+
+        Gone: no heartbeat for ``lease_timeout`` seconds, or (same process table) a
+        process that has exited (:func:`dispatch_ext.engine.lease.gone_reason`). Their
+        rows are removed, their ``running`` jobs go back to the queue and their workflow
+        runs become free to claim; so do ``running`` jobs and runs held by no registered
+        worker.
+        """
+
+    async def leave(self, worker_id: str) -> None:
+        """Put back the jobs ``worker_id`` still holds, free its runs, remove its row."""
+
     # workflows
-    async def add_run(self, run: RunRecord) -> None:
-        """Store a new workflow run (state ``running``)."""
+    async def add_run(self, run: RunRecord, owner: str | None = None) -> None:
+        """Store a new workflow run (state ``running``), held by ``owner`` when given
+        (that engine runs it now), else free for any started engine to claim."""
+
+    async def claim_runs(
+        self, names: Collection[str], owner: str, limit: int
+    ) -> list[tuple[RunRecord, bool]]:
+        """Take up to ``limit`` free ``running`` runs named in ``names`` for ``owner``,
+        oldest first, each with whether it was held (so interrupted) before."""
+
+    async def count_active_runs(self, names: Collection[str]) -> int:
+        """How many runs named in ``names`` are ``running``, whoever holds them."""
 
     async def finish_run(self, run: RunRecord) -> None:
         """Store the run's final state, output or error and ``completed_at``."""
@@ -92,11 +125,13 @@ class Store(Protocol):
     async def get_run(self, run_id: str) -> RunRecord | None:
         """The run with this id, or ``None``."""
 
-    async def running_runs(self, names: Collection[str]) -> list[RunRecord]:
-        """Runs still ``running`` (interrupted by a crash or a shutdown), oldest first."""
-
     async def save_step(self, run_id: str, step: str, result: str, elapsed: float) -> None:
         """Store a step's checkpoint (its JSON result)."""
 
     async def load_steps(self, run_id: str) -> dict[str, str]:
         """The checkpoints of a run: step name -> JSON result."""
+
+    # cron
+    async def claim_fire(self, entry: str, fire_at: float) -> bool:
+        """Whether this caller is the first to fire cron entry ``entry`` at ``fire_at``
+        (several workers on one store fire each time once)."""

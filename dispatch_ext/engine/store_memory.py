@@ -9,6 +9,7 @@ import itertools
 from collections.abc import Awaitable, Collection, Sequence
 
 from ..models import JobState, RunState
+from .lease import Recovery, WorkerIdentity, gone_reason
 from .records import DeadLetter, JobRecord, RunRecord, to_datetime
 
 __all__ = ["MemoryStore"]
@@ -20,7 +21,8 @@ class MemoryStore:
     """Keeps jobs, dead letters and workflow runs in dictionaries.
 
     Same behaviour as :class:`~dispatch_ext.engine.SQLiteStore` (ordering, dead-letter
-    queue, checkpoints), without durability.
+    queue, checkpoints, workers and their leases), without durability. Engines in one
+    process may share one.
     """
 
     def __init__(self) -> None:
@@ -32,20 +34,18 @@ class MemoryStore:
         self._dead_ids = itertools.count(1)
         self._runs: dict[str, RunRecord] = {}
         self._steps: dict[str, dict[str, str]] = {}
+        self._owners: dict[int, str | None] = {}  # seq of a running job -> its worker
+        self._run_owners: dict[str, str | None] = {}  # run id -> its worker (running runs)
+        self._claims: dict[str, int] = {}  # run id -> how often a worker took it
+        self._workers: dict[str, tuple[WorkerIdentity, float]] = {}  # id -> (who, heartbeat)
+        self._fires: dict[str, float] = {}
         self.is_open = False
 
     def __repr__(self) -> str:
         return "MemoryStore()"
 
-    async def open(self) -> int:
+    async def open(self) -> None:
         self.is_open = True
-        recovered = 0
-        for job in self._jobs.values():
-            if job.state is JobState.RUNNING:
-                job.state, job.started_at = JobState.PENDING, None
-                self._push(job)
-                recovered += 1
-        return recovered
 
     async def close(self) -> None:
         self.is_open = False
@@ -67,7 +67,9 @@ class MemoryStore:
         self._by_seq[job.seq] = stored
         self._push(stored)
 
-    async def claim(self, names: Collection[str], limit: int, now: float) -> list[JobRecord]:
+    async def claim(
+        self, names: Collection[str], limit: int, now: float, owner: str | None = None
+    ) -> list[JobRecord]:
         claimed: list[JobRecord] = []
         skipped: list[tuple[int, float, int]] = []
         heap = self._waiting
@@ -80,6 +82,7 @@ class MemoryStore:
                 skipped.append(key)
                 continue
             job.state, job.started_at = JobState.RUNNING, now
+            self._owners[job.seq] = owner
             claimed.append(self._copy(job))
         for key in skipped:
             heapq.heappush(heap, key)
@@ -89,8 +92,12 @@ class MemoryStore:
         for job in jobs:
             stored = self._by_seq.get(job.seq)
             if stored is not None and stored.state is JobState.RUNNING:
-                stored.state, stored.started_at = JobState.PENDING, None
-                self._push(stored)
+                self._requeue(stored)
+
+    def _requeue(self, stored: JobRecord) -> None:
+        stored.state, stored.started_at = JobState.PENDING, None
+        self._owners.pop(stored.seq, None)
+        self._push(stored)
 
     def complete(self, job: JobRecord) -> Awaitable[None]:
         stored = self._by_seq[job.seq]
@@ -177,26 +184,90 @@ class MemoryStore:
         await self.add_job(job)
         self._dead[entry_id] = (*self._dead[entry_id][:5], job.id)
 
-    async def add_run(self, run: RunRecord) -> None:
+    async def beat(self, worker: WorkerIdentity, lease_timeout: float, now: float) -> Recovery:
+        rejoined = worker.id not in self._workers
+        self._workers[worker.id] = (worker, now)
+        gone: list[str] = []
+        for other, heartbeat_at in list(self._workers.values()):
+            if other.id == worker.id:
+                continue
+            reason = gone_reason(
+                worker, other.pid, other.node, other.token, heartbeat_at, now, lease_timeout
+            )
+            if reason is not None:
+                del self._workers[other.id]
+                gone.append(f"{other.describe()}: {reason}")
+        jobs = 0
+        for seq, owner in list(self._owners.items()):
+            stored = self._by_seq.get(seq)
+            if stored is None or stored.state is not JobState.RUNNING:
+                del self._owners[seq]
+            elif owner is None or owner not in self._workers:
+                self._requeue(stored)
+                jobs += 1
+        runs = 0
+        for run_id, owner in self._run_owners.items():
+            if owner is not None and owner not in self._workers:
+                self._run_owners[run_id] = None
+                runs += 1
+        return Recovery(jobs, runs, tuple(gone), rejoined)
+
+    async def leave(self, worker_id: str) -> None:
+        for seq, owner in list(self._owners.items()):
+            stored = self._by_seq.get(seq)
+            if owner == worker_id and stored is not None and stored.state is JobState.RUNNING:
+                self._requeue(stored)
+        for run_id, owner in self._run_owners.items():
+            if owner == worker_id:
+                self._run_owners[run_id] = None
+        self._workers.pop(worker_id, None)
+
+    async def add_run(self, run: RunRecord, owner: str | None = None) -> None:
         self._runs[run.id] = copy.copy(run)
+        self._run_owners[run.id] = owner
+        self._claims[run.id] = 0 if owner is None else 1
+
+    async def claim_runs(
+        self, names: Collection[str], owner: str, limit: int
+    ) -> list[tuple[RunRecord, bool]]:
+        free = sorted(
+            (
+                run
+                for run in self._runs.values()
+                if run.state is RunState.RUNNING
+                and run.name in names
+                and self._run_owners.get(run.id) is None
+            ),
+            key=lambda run: run.started_at,
+        )[:limit]
+        claimed: list[tuple[RunRecord, bool]] = []
+        for run in free:
+            self._run_owners[run.id] = owner
+            self._claims[run.id] = self._claims.get(run.id, 0) + 1
+            claimed.append((copy.copy(run), self._claims[run.id] > 1))
+        return claimed
+
+    async def count_active_runs(self, names: Collection[str]) -> int:
+        return sum(
+            1 for run in self._runs.values() if run.state is RunState.RUNNING and run.name in names
+        )
 
     async def finish_run(self, run: RunRecord) -> None:
         self._runs[run.id] = copy.copy(run)
+        self._run_owners.pop(run.id, None)
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         run = self._runs.get(run_id)
         return None if run is None else copy.copy(run)
-
-    async def running_runs(self, names: Collection[str]) -> list[RunRecord]:
-        runs = [
-            copy.copy(run)
-            for run in self._runs.values()
-            if run.state is RunState.RUNNING and run.name in names
-        ]
-        return sorted(runs, key=lambda run: run.started_at)
 
     async def save_step(self, run_id: str, step: str, result: str, elapsed: float) -> None:
         self._steps.setdefault(run_id, {})[step] = result
 
     async def load_steps(self, run_id: str) -> dict[str, str]:
         return dict(self._steps.get(run_id, {}))
+
+    async def claim_fire(self, entry: str, fire_at: float) -> bool:
+        if self._fires.get(entry, float("-inf")) >= fire_at:
+            return False
+        self._fires[entry] = fire_at
+        return True

@@ -10,6 +10,14 @@ completions) become one ``executemany``; claims take many jobs with one
 
 Durability: WAL with ``synchronous=NORMAL``. A committed change survives a crash of the
 process (``kill -9``); the last commits before a power loss may be lost.
+
+Several processes may share the file: each write transaction takes SQLite's write lock
+(``BEGIN IMMEDIATE``), so a job is claimed by one worker only, and a worker waiting for
+the lock tries again on a later loop iteration rather than blocking the loop. Workers
+and their heartbeats live in the ``workers`` table (see :mod:`dispatch_ext.engine.lease`).
+
+A file that holds tables but no ``meta`` table is somebody else's database: it is
+refused, and nothing is written to it.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ..models import JobState, RunState
+from .errors import NotAStoreError, StoreError
+from .lease import Recovery, WorkerIdentity, gone_reason
 from .records import DeadLetter, JobRecord, RunRecord, to_datetime
 from .sqlite_writer import WriteQueue
 
@@ -35,7 +45,7 @@ logger = logging.getLogger("dispatch_ext.engine")
 DEFAULT_DATABASE = "dispatch.sqlite3"
 """The default database file, relative to the current directory."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -53,7 +63,8 @@ _SCHEMA = (
         created_at REAL NOT NULL,
         started_at REAL,
         completed_at REAL,
-        timeout REAL
+        timeout REAL,
+        owner TEXT
     )""",
     """CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (priority DESC, run_at, seq)
         WHERE state IN ('pending', 'retrying')""",
@@ -77,7 +88,9 @@ _SCHEMA = (
         output TEXT,
         error TEXT,
         started_at REAL NOT NULL,
-        completed_at REAL
+        completed_at REAL,
+        owner TEXT,
+        claims INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE INDEX IF NOT EXISTS workflow_runs_running ON workflow_runs (started_at)
         WHERE state = 'running'""",
@@ -89,6 +102,26 @@ _SCHEMA = (
         completed_at REAL NOT NULL,
         PRIMARY KEY (run_id, step)
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS workers (
+        id TEXT PRIMARY KEY NOT NULL,
+        pid INTEGER NOT NULL,
+        hostname TEXT NOT NULL,
+        node TEXT NOT NULL,
+        token TEXT,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS cron_fires (
+        name TEXT PRIMARY KEY NOT NULL,
+        fire_at REAL NOT NULL
+    )""",
+)
+
+# Columns added since schema version 1: (table, column, definition).
+_ADDED_COLUMNS = (
+    ("jobs", "owner", "TEXT"),
+    ("workflow_runs", "owner", "TEXT"),
+    ("workflow_runs", "claims", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 _COLUMNS = (
@@ -144,14 +177,21 @@ _INSERT = (
 class SQLiteStore:
     """Jobs, dead letters and workflow runs in one SQLite file (WAL).
 
+    Opening the store changes no job: an engine that only enqueues (a producer) never
+    touches the jobs other processes run. Several engines may share the file.
+
     Args:
-        path: The database file; created with its tables when missing. The default is
-            ``dispatch.sqlite3`` in the current directory.
+        path: The database file. The default is ``dispatch.sqlite3`` in the current
+            directory.
         busy_timeout: Seconds to wait for another process's write lock before trying
             again on a later loop iteration (the loop is never blocked longer).
-        recover: Put jobs found ``running`` back in the queue when opening (what an
-            engine starting up wants; a tool inspecting the file next to a running
-            engine does not).
+        create: Create the file and its tables when missing (an empty file is fine too).
+            With ``create=False`` (tools that read a store) a missing file, an empty one
+            or one without the store's tables is refused and nothing is written.
+
+    Raises (when opened):
+        NotAStoreError: the file holds tables but is not a dispatch-ext store.
+        StoreError: the file cannot be opened or is not a SQLite database.
     """
 
     def __init__(
@@ -159,11 +199,11 @@ class SQLiteStore:
         path: str | os.PathLike[str] = DEFAULT_DATABASE,
         *,
         busy_timeout: float = 0.05,
-        recover: bool = True,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self.recover = recover
+        self.create = create
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: WriteQueue | None = None
@@ -178,54 +218,76 @@ class SQLiteStore:
 
     # -- connection ---------------------------------------------------------------------
 
-    async def open(self) -> int:
+    async def open(self) -> None:
         if self._conn is not None:
-            return 0
+            return
         self._loop = asyncio.get_running_loop()
-        conn, recovered = await asyncio.to_thread(self._connect)
+        conn = await asyncio.to_thread(self._connect)
         self._conn = conn
         self._writer = WriteQueue(conn, self._loop, self.path)
         self._writer.start_checkpointer()
-        return recovered
 
-    def _connect(self) -> tuple[sqlite3.Connection, int]:
+    def _connect(self) -> sqlite3.Connection:
+        name = str(self.path)
+        if not self.create and not self.path.is_file():
+            raise StoreError(f"no dispatch-ext store at {name!r}: the file does not exist")
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if self.create:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            else:  # never create the file
+                uri = f"{self.path.absolute().as_uri()}?mode=rw"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise OSError(
-                f"cannot open the SQLite store {str(self.path)!r}: {exc}; check that the "
-                "directory exists and is writable"
+            raise StoreError(
+                f"cannot open the SQLite store {name!r}: {exc}; check that the directory "
+                "exists and is writable"
             ) from exc
         try:
+            self._check_kind(conn)
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 logger.warning("SQLite store %s: WAL mode unavailable (%s)", self.path, mode)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            recovered = 0
-            if self.recover:
-                recovered = conn.execute(
-                    "UPDATE jobs SET state = 'pending', started_at = NULL WHERE state = 'running'"
-                ).rowcount
-            conn.execute("COMMIT")
+            if self.create:
+                conn.execute("BEGIN IMMEDIATE")
+                _create_schema(conn)
+                conn.execute("COMMIT")
             conn.execute(f"PRAGMA busy_timeout={max(0, int(self.busy_timeout * 1000))}")
+        except StoreError:
+            conn.close()
+            raise
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise OSError(f"cannot use {str(self.path)!r} as a dispatch-ext store: {exc}") from exc
-        if recovered:
-            logger.warning(
-                "SQLite store %s: %d job(s) found running at start-up went back to the queue",
-                self.path,
-                recovered,
+            raise StoreError(f"cannot use {name!r} as a dispatch-ext store: {exc}") from exc
+        return conn
+
+    def _check_kind(self, conn: sqlite3.Connection) -> None:
+        """Refuse somebody else's database, or a store of a newer schema, before writing."""
+        name = str(self.path)
+        tables = sorted(
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not str(row[0]).startswith("sqlite_")
+        )
+        if not tables and self.create:
+            return  # a new or empty file: the engine makes it its store
+        version = _schema_version(conn) if "meta" in tables and "jobs" in tables else None
+        if version is None:
+            held = f"; it holds {_listing(tables)}" if tables else "; the database is empty"
+            advice = (
+                "give the engine a database file of its own (a new or empty one)"
+                if self.create
+                else "pass the engine's database file"
             )
-        return conn, recovered
+            raise NotAStoreError(
+                f"{name} is not a dispatch-ext store (no 'meta' table{held}); {advice}", name
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{name} is a dispatch-ext store of schema version {version}, newer than "
+                f"this dispatch-ext knows ({SCHEMA_VERSION}); upgrade dispatch-ext"
+            )
 
     async def close(self) -> None:
         writer, self._writer, self._conn = self._writer, None, None
@@ -247,18 +309,20 @@ class SQLiteStore:
     async def add_job(self, job: JobRecord) -> None:
         await self._submit(_insert_jobs, job, True)
 
-    async def claim(self, names: Collection[str], limit: int, now: float) -> list[JobRecord]:
+    async def claim(
+        self, names: Collection[str], limit: int, now: float, owner: str | None = None
+    ) -> list[JobRecord]:
         if not names or limit <= 0:
             return []
         sql = self._claim_sql.get(len(names))
         if sql is None:
             marks = ",".join("?" * len(names))
             sql = self._claim_sql[len(names)] = (
-                f"UPDATE jobs SET state = 'running', started_at = ? WHERE seq IN ("
+                f"UPDATE jobs SET state = 'running', started_at = ?, owner = ? WHERE seq IN ("
                 f"SELECT seq FROM jobs WHERE {_WAITING} AND run_at <= ? AND name IN ({marks}) "
                 f"ORDER BY priority DESC, run_at, seq LIMIT ?) RETURNING {_COLUMNS}"
             )
-        params = (now, now, *names, limit)
+        params = (now, owner, now, *names, limit)
         jobs: list[JobRecord] = await self._submit(_claim, (sql, params))
         return jobs
 
@@ -357,17 +421,68 @@ class SQLiteStore:
     async def replay_dead(self, entry_id: int, job: JobRecord) -> None:
         await self._submit(_replay, (entry_id, job))
 
+    # -- workers ------------------------------------------------------------------------
+
+    async def beat(self, worker: WorkerIdentity, lease_timeout: float, now: float) -> Recovery:
+        # Nobody needs the heartbeat at once: it joins the next commit.
+        recovery: Recovery = await self._submit(_beat, (worker, lease_timeout, now), wait=False)
+        return recovery
+
+    async def leave(self, worker_id: str) -> None:
+        await self._submit(_leave, worker_id)
+
     # -- workflows ----------------------------------------------------------------------
 
-    async def add_run(self, run: RunRecord) -> None:
+    async def add_run(self, run: RunRecord, owner: str | None = None) -> None:
         await self._submit(
             _rowcount,
             (
-                "INSERT INTO workflow_runs (id, name, state, input, started_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (run.id, run.name, run.state.value, run.input, run.started_at),
+                "INSERT INTO workflow_runs (id, name, state, input, started_at, owner, claims) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.id,
+                    run.name,
+                    run.state.value,
+                    run.input,
+                    run.started_at,
+                    owner,
+                    0 if owner is None else 1,
+                ),
             ),
         )
+
+    async def claim_runs(
+        self, names: Collection[str], owner: str, limit: int
+    ) -> list[tuple[RunRecord, bool]]:
+        if not names or limit <= 0:
+            return []
+        marks = ",".join("?" * len(names))
+        rows = await self._submit(
+            _fetchall,
+            (
+                "UPDATE workflow_runs SET owner = ?, claims = claims + 1 WHERE id IN ("
+                "SELECT id FROM workflow_runs WHERE state = 'running' AND owner IS NULL "
+                f"AND name IN ({marks}) ORDER BY started_at LIMIT ?) RETURNING id, name, "
+                "state, input, output, error, started_at, completed_at, claims",
+                (owner, *names, limit),
+            ),
+        )
+        claimed = [(_run(row), row[8] > 1) for row in rows]
+        claimed.sort(key=lambda item: item[0].started_at)
+        return claimed
+
+    async def count_active_runs(self, names: Collection[str]) -> int:
+        if not names:
+            return 0
+        marks = ",".join("?" * len(names))
+        row = await self._submit(
+            _fetchone,
+            (
+                f"SELECT COUNT(*) FROM workflow_runs WHERE state = 'running' AND name IN ({marks})",
+                tuple(names),
+            ),
+        )
+        return int(row[0])
 
     async def finish_run(self, run: RunRecord) -> None:
         await self._submit(
@@ -390,21 +505,6 @@ class SQLiteStore:
         )
         return None if row is None else _run(row)
 
-    async def running_runs(self, names: Collection[str]) -> list[RunRecord]:
-        if not names:
-            return []
-        marks = ",".join("?" * len(names))
-        rows = await self._submit(
-            _fetchall,
-            (
-                "SELECT id, name, state, input, output, error, started_at, completed_at "
-                f"FROM workflow_runs WHERE state = 'running' AND name IN ({marks}) "
-                "ORDER BY started_at",
-                tuple(names),
-            ),
-        )
-        return [_run(row) for row in rows]
-
     async def save_step(self, run_id: str, step: str, result: str, elapsed: float) -> None:
         await self._submit(
             _rowcount,
@@ -420,6 +520,56 @@ class SQLiteStore:
             _fetchall, ("SELECT step, result FROM workflow_steps WHERE run_id = ?", (run_id,))
         )
         return dict(rows)
+
+    # -- cron ---------------------------------------------------------------------------
+
+    async def claim_fire(self, entry: str, fire_at: float) -> bool:
+        count: int = await self._submit(
+            _rowcount,
+            (
+                "INSERT INTO cron_fires (name, fire_at) VALUES (?, ?) ON CONFLICT (name) "
+                "DO UPDATE SET fire_at = excluded.fire_at WHERE excluded.fire_at > fire_at",
+                (entry, fire_at),
+            ),
+        )
+        return count > 0
+
+
+# -- opening ---------------------------------------------------------------------------
+
+
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    """The version a store's ``meta`` table records; ``None`` when it is not ours."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:  # somebody else's "meta" table
+        return None
+    try:
+        return None if row is None else int(row[0])
+    except (TypeError, ValueError):
+        return None
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables (or add what an older version of the store lacks)."""
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    for table, column, definition in _ADDED_COLUMNS:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            if column == "claims":  # runs of an older store were all taken by an engine
+                conn.execute("UPDATE workflow_runs SET claims = 1")
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
+
+
+def _listing(tables: list[str]) -> str:
+    shown = ", ".join(repr(t) for t in tables[:5])
+    more = f" and {len(tables) - 5} more" if len(tables) > 5 else ""
+    return f"other tables ({shown}{more})" if len(tables) > 1 else f"another table ({shown})"
 
 
 # -- statements (run inside the flush transaction) -------------------------------------
@@ -447,9 +597,62 @@ def _claim(conn: sqlite3.Connection, arg: tuple[str, tuple[Any, ...]]) -> list[J
 
 def _release(conn: sqlite3.Connection, seqs: list[int]) -> None:
     conn.executemany(
-        "UPDATE jobs SET state = 'pending', started_at = NULL WHERE seq = ? AND state = 'running'",
+        "UPDATE jobs SET state = 'pending', started_at = NULL, owner = NULL "
+        "WHERE seq = ? AND state = 'running'",
         [(seq,) for seq in seqs],
     )
+
+
+_ORPHAN_JOBS = (
+    "UPDATE jobs SET state = 'pending', started_at = NULL, owner = NULL WHERE state = 'running' "
+    "AND (owner IS NULL OR owner NOT IN (SELECT id FROM workers))"
+)
+_ORPHAN_RUNS = (
+    "UPDATE workflow_runs SET owner = NULL WHERE state = 'running' AND owner IS NOT NULL "
+    "AND owner NOT IN (SELECT id FROM workers)"
+)
+
+
+def _beat(conn: sqlite3.Connection, arg: tuple[WorkerIdentity, float, float]) -> Recovery:
+    """Refresh (or add) this worker's row, then free what gone workers held."""
+    me, lease_timeout, now = arg
+    rejoined = (
+        conn.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (now, me.id)).rowcount == 0
+    )
+    if rejoined:
+        conn.execute(
+            "INSERT INTO workers (id, pid, hostname, node, token, started_at, heartbeat_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (me.id, me.pid, me.hostname, me.node, me.token, now, now),
+        )
+    gone: list[tuple[str, str]] = []
+    others = conn.execute(
+        "SELECT id, pid, hostname, node, token, heartbeat_at FROM workers WHERE id != ?", (me.id,)
+    ).fetchall()
+    for worker_id, pid, hostname, node, token, heartbeat_at in others:
+        reason = gone_reason(me, pid, node, token, heartbeat_at, now, lease_timeout)
+        if reason is not None:
+            gone.append((worker_id, f"worker {worker_id} (pid {pid} on {hostname}): {reason}"))
+    if gone:
+        conn.executemany(
+            "DELETE FROM workers WHERE id = ?", [(worker_id,) for worker_id, _ in gone]
+        )
+    jobs = conn.execute(_ORPHAN_JOBS).rowcount
+    runs = conn.execute(_ORPHAN_RUNS).rowcount
+    return Recovery(jobs, runs, tuple(text for _, text in gone), rejoined)
+
+
+def _leave(conn: sqlite3.Connection, worker_id: str) -> None:
+    conn.execute(
+        "UPDATE jobs SET state = 'pending', started_at = NULL, owner = NULL "
+        "WHERE state = 'running' AND owner = ?",
+        (worker_id,),
+    )
+    conn.execute(
+        "UPDATE workflow_runs SET owner = NULL WHERE state = 'running' AND owner = ?",
+        (worker_id,),
+    )
+    conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
 
 def _complete(conn: sqlite3.Connection, params: list[tuple[float, int]]) -> None:
@@ -459,7 +662,7 @@ def _complete(conn: sqlite3.Connection, params: list[tuple[float, int]]) -> None
 def _retry(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
     conn.execute(
         "UPDATE jobs SET state = ?, retry_count = ?, last_error = ?, run_at = ?, "
-        "started_at = NULL WHERE seq = ?",
+        "started_at = NULL, owner = NULL WHERE seq = ?",
         params,
     )
 

@@ -127,7 +127,9 @@ class WorkerPool:
             if late:
                 logger.warning(
                     "%d job(s) still running after the %.1f s shutdown timeout were "
-                    "interrupted; they go back to the queue",
+                    "interrupted; they go back to the queue and run again later. A sync "
+                    "handler's thread cannot be stopped: it may still finish its work "
+                    "(delivery is at-least-once; handlers should be idempotent)",
                     self.running,
                     timeout,
                 )
@@ -149,6 +151,7 @@ class WorkerPool:
     async def _feed_loop(self) -> None:
         engine, store, feed = self.engine, self.engine.store, self._feed
         poll = engine.settings.poll_interval
+        owner = engine.worker_id
         while not self.stopping:
             wanted = len(self._idle) + self._prefetch - len(self.ready)
             if wanted <= 0:
@@ -157,7 +160,7 @@ class WorkerPool:
                 continue
             feed.clear()
             try:
-                jobs = await store.claim(engine._names, wanted, time.time())
+                jobs = await store.claim(engine._names, wanted, time.time(), owner)
             except Exception:
                 logger.exception("claiming jobs from %r failed; trying again", store)
                 await asyncio.sleep(poll)

@@ -2,9 +2,10 @@
 
 ``await wf.step(name, fn, *args)`` runs ``fn`` (sync in a thread, or async) and stores its
 JSON result as the step's checkpoint before ``on_workflow_step_completed`` fires. When a
-run is interrupted (crash, shutdown) it resumes on the next start of an engine on the same
-store: the workflow function runs again from the top, and every step checkpointed before
-returns its stored result at once, without running and without a hook.
+run is interrupted (crash, shutdown) it resumes on another started engine on the same
+store (at once on a live worker, or at the next start): the workflow function runs again
+from the top, and every step checkpointed before returns its stored result at once,
+without running and without a hook.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class WorkflowInterrupted(BaseException):
     """Raised inside a workflow when the engine shuts down between two steps.
 
     It derives from ``BaseException`` so that ``except Exception`` in workflow code does
-    not swallow it; the run stays ``running`` and resumes at the next start.
+    not swallow it; the run stays ``running`` and resumes on the next engine that takes it.
     """
 
 
@@ -131,7 +132,8 @@ async def execute(
         text = dumps(output, f"the output of workflow {run.name!r}")
     except WorkflowInterrupted:
         logger.info(
-            "workflow run %s (%s) interrupted by shutdown; it resumes at the next start",
+            "workflow run %s (%s) interrupted by shutdown; it resumes on the next engine "
+            "that takes it (another worker on this store, or the next start)",
             run.id,
             run.name,
         )

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from json.encoder import encode_basestring
 
 from dispatch_ext import CronEntry, Job, WorkflowRun
 
@@ -24,23 +24,25 @@ PATH_ENV = "DISPATCH_AUDIT_PATH"
 
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _UTC = dt.timezone.utc
+_INF = float("inf")
 # No payloads are written, so no record can hold a cycle: skip the circularity check.
 _encode = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), check_circular=False, default=str
 ).encode
+_encode_str = encode_basestring  # what _encode does with a str (ensure_ascii=False)
+_time_ns = time.time_ns
 _second: tuple[int, str] = (-1, "")
 
 
 def _now() -> str:
     """The current time, ISO 8601 in UTC with microseconds; formats once per second."""
     global _second
-    micros = time.time_ns() // 1000
-    seconds, fraction = divmod(micros, 1_000_000)
+    seconds, fraction = divmod(_time_ns() // 1000, 1_000_000)
     cached, prefix = _second
     if seconds != cached:
         prefix = dt.datetime.fromtimestamp(seconds, _UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _second = (seconds, prefix)
-    return f"{prefix}.{fraction:06d}+00:00"
+    return "%s.%06d+00:00" % (prefix, fraction)  # noqa: UP031 - twice as fast as format
 
 
 def _reason(error: BaseException | None) -> str | None:
@@ -55,6 +57,78 @@ def _error_type(error: BaseException | None) -> str | None:
 
 def _iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
+
+
+# Lines are put together from JSON fragments rather than encoded from a dict, at a
+# quarter of the cost; each fragment is exactly what ``_encode`` writes for its value,
+# so the lines are the same, key for key and byte for byte.
+
+
+def _text(value: object) -> str:
+    """``value`` as JSON: a str at once, anything else through ``_encode``."""
+    if type(value) is str:
+        return _encode_str(value)
+    return "null" if value is None else _encode(value)
+
+
+def _number(value: object) -> str:
+    """An int or a finite float as JSON (the encoder's own repr), else via ``_encode``."""
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and -_INF < value < _INF:
+        return float.__repr__(value)
+    return _encode(value)
+
+
+class _Action:
+    """The constant fragments of one action's lines, encoded once."""
+
+    __slots__ = ("head", "level", "middle")
+
+    def __init__(self, action: str, resource: str, outcome: str, severity: str) -> None:
+        fixed = _encode({"action": action, "resource": resource})[1:-1]
+        # follows the timestamp's opening quote and value, precedes the id
+        self.head = f'",{fixed},"id":'
+        # follows the name, precedes the reason
+        self.middle = "," + _encode({"outcome": outcome, "severity": severity})[1:-1] + ',"reason":'
+        self.level = _LEVELS[severity]
+
+
+_JOB_ENQUEUED = _Action("job.enqueued", "job", "info", "info")
+_JOB_STARTED = _Action("job.started", "job", "info", "info")
+_JOB_COMPLETED = _Action("job.completed", "job", "success", "info")
+_JOB_FAILED = _Action("job.failed", "job", "failure", "error")
+_JOB_RETRYING = _Action("job.retrying", "job", "retry", "warning")
+_JOB_DLQ = _Action("job.dlq", "job", "failure", "error")
+_WORKFLOW_STARTED = _Action("workflow.started", "workflow", "info", "info")
+_WORKFLOW_STEP_COMPLETED = _Action("workflow.step_completed", "workflow", "success", "info")
+_WORKFLOW_STEP_FAILED = _Action("workflow.step_failed", "workflow", "failure", "error")
+_WORKFLOW_COMPLETED = _Action("workflow.completed", "workflow", "success", "info")
+_WORKFLOW_FAILED = _Action("workflow.failed", "workflow", "failure", "error")
+_CRON_FIRED = _Action("cron.fired", "cron", "info", "info")
+_SHUTDOWN = _Action("engine.shutdown", "engine", "info", "info")
+
+
+def _line(action: _Action, id: object, name: object, reason: str, rest: str = "") -> str:
+    """One line: the common fields, then ``rest`` (more ``,"key":value`` fragments)."""
+    return (
+        f'{{"timestamp":"{_now()}{action.head}{_text(id)},"name":{_text(name)}'
+        f"{action.middle}{reason}{rest}}}\n"
+    )
+
+
+def _job_line(action: _Action, job: Job, reason: str = "null", rest: str = "") -> str:
+    """A job event's line: the common fields, ``queue``, ``retry_count``, then ``rest``."""
+    return (
+        f'{{"timestamp":"{_now()}{action.head}{_text(job.id)},"name":{_text(job.name)}'
+        f'{action.middle}{reason},"queue":{_text(job.queue)},"retry_count":'
+        f"{_number(job.retry_count)}{rest}}}\n"
+    )
+
+
+def _error_fields(error: BaseException) -> tuple[str, str]:
+    """``reason`` and the ``error_type`` fragment of an event with an error."""
+    return _text(_reason(error)), ',"error_type":' + _text(_error_type(error))
 
 
 class AuditExtension:
@@ -114,150 +188,82 @@ class AuditExtension:
             places.append(f"logging to logger {self.logger.name!r}")
         return " and ".join(places)
 
-    def _write(self, record: dict[str, Any]) -> None:
-        line = _encode(record)
+    def _write(self, line: str, level: int) -> None:
+        """Append ``line`` (ending with a newline) to the file, and log it."""
         if self.file is not None:
-            self.file.write(line + "\n")
+            self.file.write(line)
         if self.logger is not None:
-            self.logger.log(_LEVELS[record["severity"]], line)
-
-    def _job(
-        self,
-        action: str,
-        job: Job,
-        outcome: str,
-        severity: str,
-        error: BaseException | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "timestamp": _now(),
-            "action": action,
-            "resource": "job",
-            "id": job.id,
-            "name": job.name,
-            "outcome": outcome,
-            "severity": severity,
-            "reason": _reason(error),
-            "queue": job.queue,
-            "retry_count": job.retry_count,
-        }
-
-    def _run(
-        self,
-        action: str,
-        run: WorkflowRun,
-        outcome: str,
-        severity: str,
-        error: BaseException | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "timestamp": _now(),
-            "action": action,
-            "resource": "workflow",
-            "id": run.id,
-            "name": run.name,
-            "outcome": outcome,
-            "severity": severity,
-            "reason": _reason(error),
-        }
+            self.logger.log(level, line[:-1])
 
     # -- jobs ----------------------------------------------------------------------------
 
     def on_job_enqueued(self, job: Job) -> None:
-        record = self._job("job.enqueued", job, "info", "info")
-        record["run_at"] = _iso(job.run_at)
-        self._write(record)
+        rest = ',"run_at":' + _text(_iso(job.run_at))
+        self._write(_job_line(_JOB_ENQUEUED, job, rest=rest), _JOB_ENQUEUED.level)
 
     def on_job_started(self, job: Job) -> None:
-        self._write(self._job("job.started", job, "info", "info"))
+        self._write(_job_line(_JOB_STARTED, job), _JOB_STARTED.level)
 
     def on_job_completed(self, job: Job, elapsed: dt.timedelta) -> None:
-        record = self._job("job.completed", job, "success", "info")
-        record["elapsed_seconds"] = elapsed.total_seconds()
-        self._write(record)
+        rest = ',"elapsed_seconds":' + _number(elapsed.total_seconds())
+        self._write(_job_line(_JOB_COMPLETED, job, rest=rest), _JOB_COMPLETED.level)
 
     def on_job_failed(self, job: Job, error: BaseException) -> None:
-        record = self._job("job.failed", job, "failure", "error", error)
-        record["error_type"] = _error_type(error)
-        self._write(record)
+        reason, rest = _error_fields(error)
+        self._write(_job_line(_JOB_FAILED, job, reason, rest), _JOB_FAILED.level)
 
     def on_job_retrying(
         self, job: Job, error: BaseException, attempt: int, next_run_at: dt.datetime
     ) -> None:
-        record = self._job("job.retrying", job, "retry", "warning", error)
-        record["error_type"] = _error_type(error)
-        record["attempt"] = attempt
-        record["next_run_at"] = _iso(next_run_at)
-        self._write(record)
+        reason, rest = _error_fields(error)
+        rest += f',"attempt":{_number(attempt)},"next_run_at":{_text(_iso(next_run_at))}'
+        self._write(_job_line(_JOB_RETRYING, job, reason, rest), _JOB_RETRYING.level)
 
     def on_job_dlq(self, job: Job, error: BaseException) -> None:
-        record = self._job("job.dlq", job, "failure", "error", error)
-        record["error_type"] = _error_type(error)
-        self._write(record)
+        reason, rest = _error_fields(error)
+        self._write(_job_line(_JOB_DLQ, job, reason, rest), _JOB_DLQ.level)
 
     # -- workflows -----------------------------------------------------------------------
 
     def on_workflow_started(self, run: WorkflowRun) -> None:
-        self._write(self._run("workflow.started", run, "info", "info"))
+        line = _line(_WORKFLOW_STARTED, run.id, run.name, "null")
+        self._write(line, _WORKFLOW_STARTED.level)
 
     def on_workflow_step_completed(
         self, run: WorkflowRun, step: str, elapsed: dt.timedelta
     ) -> None:
-        record = self._run("workflow.step_completed", run, "success", "info")
-        record["step"] = step
-        record["elapsed_seconds"] = elapsed.total_seconds()
-        self._write(record)
+        rest = f',"step":{_text(step)},"elapsed_seconds":{_number(elapsed.total_seconds())}'
+        line = _line(_WORKFLOW_STEP_COMPLETED, run.id, run.name, "null", rest)
+        self._write(line, _WORKFLOW_STEP_COMPLETED.level)
 
     def on_workflow_step_failed(self, run: WorkflowRun, step: str, error: BaseException) -> None:
-        record = self._run("workflow.step_failed", run, "failure", "error", error)
-        record["step"] = step
-        record["error_type"] = _error_type(error)
-        self._write(record)
+        reason, error_type = _error_fields(error)
+        rest = f',"step":{_text(step)}{error_type}'
+        line = _line(_WORKFLOW_STEP_FAILED, run.id, run.name, reason, rest)
+        self._write(line, _WORKFLOW_STEP_FAILED.level)
 
     def on_workflow_completed(self, run: WorkflowRun, elapsed: dt.timedelta) -> None:
-        record = self._run("workflow.completed", run, "success", "info")
-        record["elapsed_seconds"] = elapsed.total_seconds()
-        self._write(record)
+        rest = ',"elapsed_seconds":' + _number(elapsed.total_seconds())
+        line = _line(_WORKFLOW_COMPLETED, run.id, run.name, "null", rest)
+        self._write(line, _WORKFLOW_COMPLETED.level)
 
     def on_workflow_failed(self, run: WorkflowRun, error: BaseException) -> None:
-        record = self._run("workflow.failed", run, "failure", "error", error)
-        record["error_type"] = _error_type(error)
-        self._write(record)
+        reason, rest = _error_fields(error)
+        line = _line(_WORKFLOW_FAILED, run.id, run.name, reason, rest)
+        self._write(line, _WORKFLOW_FAILED.level)
 
     # -- cron and engine -----------------------------------------------------------------
 
     def on_cron_fired(self, entry: CronEntry, job: Job) -> None:
-        self._write(
-            {
-                "timestamp": _now(),
-                "action": "cron.fired",
-                "resource": "cron",
-                "id": entry.name,
-                "name": entry.name,
-                "outcome": "info",
-                "severity": "info",
-                "reason": None,
-                "schedule": entry.schedule,
-                "job_id": job.id,
-                "job_name": job.name,
-                "queue": job.queue,
-                "next_run_at": _iso(entry.next_run_at),
-            }
+        rest = (
+            f',"schedule":{_text(entry.schedule)},"job_id":{_text(job.id)}'
+            f',"job_name":{_text(job.name)},"queue":{_text(job.queue)}'
+            f',"next_run_at":{_text(_iso(entry.next_run_at))}'
         )
+        self._write(_line(_CRON_FIRED, entry.name, entry.name, "null", rest), _CRON_FIRED.level)
 
     def on_shutdown(self) -> None:
-        self._write(
-            {
-                "timestamp": _now(),
-                "action": "engine.shutdown",
-                "resource": "engine",
-                "id": None,
-                "name": None,
-                "outcome": "info",
-                "severity": "info",
-                "reason": None,
-            }
-        )
+        self._write(_line(_SHUTDOWN, None, None, "null"), _SHUTDOWN.level)
         if self.file is not None:
             self.file.close()
 
