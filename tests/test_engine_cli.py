@@ -398,3 +398,20 @@ def test_demo_refuses_a_database_of_another_application(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert other.read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("other.db-")]
+
+
+def test_run_reports_an_engine_configuration_error_as_such(tmp_path: Path) -> None:
+    (tmp_path / "dispatch.toml").write_text("[engine]\nlease_timout = 3\n")
+    (tmp_path / "worker.py").write_text(
+        "from dispatch_ext.engine import Engine\nengine = Engine(autoload=False)\n"
+    )
+    proc = _cli(tmp_path, "run", "worker")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert err == (
+        f"Error: configuration error: {tmp_path / 'dispatch.toml'}: [engine]: unknown key "
+        "'lease_timout'; did you mean 'lease_timeout'? The known keys are: database, "
+        "concurrency, shutdown_timeout, poll_interval, keep_completed, lease_timeout.\n"
+    )
+    assert "importing" not in err
+    assert out == ""

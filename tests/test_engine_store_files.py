@@ -82,7 +82,7 @@ def test_an_empty_or_new_file_becomes_a_store(tmp_path: Path) -> None:
         assert asyncio.run(main())["completed"] == 1
         with closing(sqlite3.connect(path)) as conn:
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
-            assert version.fetchall() == [("2",)]
+            assert version.fetchall() == [("3",)]
 
 
 def test_another_applications_meta_table_is_not_mistaken_for_a_store(tmp_path: Path) -> None:
@@ -92,8 +92,13 @@ def test_another_applications_meta_table_is_not_mistaken_for_a_store(tmp_path: P
         "CREATE TABLE meta (name TEXT, content TEXT)",
         "CREATE TABLE jobs (id INTEGER PRIMARY KEY, title TEXT)",
     )
-    with pytest.raises(NotAStoreError, match="not a dispatch-ext store"):
+    with pytest.raises(NotAStoreError) as info:
         asyncio.run(engine_on(path).start())
+    assert str(info.value).startswith(
+        f"{path} is not a dispatch-ext store (its 'meta' table is not a dispatch-ext one; "
+        "it holds other tables ('jobs', 'meta')); "
+    )
+    assert "no 'meta' table" not in str(info.value)
     assert path.read_bytes() == before
 
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL a
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, os, signal, sys, time
+    import asyncio, logging, os, signal, sys, time
 
     from dispatch_ext.config import Config
     from dispatch_ext.engine import Engine, SQLiteStore
@@ -48,7 +48,27 @@ WORKER = textwrap.dedent(
             time.sleep(0.01)
 
 
+    class ToLog(logging.Handler):
+        def emit(self, record):
+            write("log", record.getMessage().replace("\\n", " "))
+
+
+    logging.basicConfig(level=logging.WARNING, handlers=[logging.StreamHandler(), ToLog()])
+
+
     class Hooks:
+        def on_job_completed(self, job):
+            write("job-completed", job.id)
+
+        def on_job_retrying(self, job):
+            write("job-retrying", job.id)
+
+        def on_job_failed(self, job):
+            write("job-failed", job.id)
+
+        def on_job_dlq(self, job):
+            write("job-dlq", job.id)
+
         def on_workflow_started(self, run):
             write("hook-started", run.id)
 
@@ -73,6 +93,22 @@ WORKER = textwrap.dedent(
         wait_for_file(payload.get("block"))
         time.sleep(payload.get("sleep", 0.001))
         write("end", payload["n"])
+
+
+    @engine.job("attempt", max_retries=0, backoff=0)
+    def attempt(payload):
+        n = 1
+        while True:  # number the attempts across processes
+            try:
+                os.close(os.open(f"{payload['dir']}/attempt-{n}", os.O_CREAT | os.O_EXCL))
+                break
+            except FileExistsError:
+                n += 1
+        write("attempt", n)
+        wait_for_file(f"{payload['dir']}/go-{n}")
+        write("attempt-end", n)
+        if n == 1:
+            raise RuntimeError("the first attempt fails")
 
 
     def step(name, n, block=None):
@@ -201,6 +237,10 @@ def producer(db: Path, *extensions: object) -> Engine:
     def work(payload: Any) -> None:
         raise AssertionError("a producer never runs jobs")
 
+    @engine.job("attempt")
+    def attempt(payload: Any) -> None:
+        raise AssertionError("a producer never runs jobs")
+
     @engine.workflow("flow")
     async def flow(wf: Any, payload: Any) -> None:
         raise AssertionError("a producer never runs workflows")
@@ -309,7 +349,8 @@ def test_a_running_worker_takes_over_a_killed_workers_job_and_run(cluster: Clust
     )
     err = cluster.stop(second)
     assert f"worker {first_id} (pid {first.pid} on " in err
-    assert "its process has exited" in err
+    assert ") is gone: its process has exited" in err
+    assert "exited is gone" not in err
 
     by_second = [line for line in cluster.lines() if line[-1] == str(second.pid)]
     assert ["end", "7", str(second.pid)] in by_second
@@ -331,7 +372,8 @@ def test_a_frozen_worker_loses_its_job_when_its_lease_runs_out(cluster: Cluster)
     flag = cluster.tmp_path / "flag"
     enqueue(cluster.db, {"n": 3, "block": str(flag)})
     cluster.wait(lambda: len(cluster.of("start")) == 1, "job 3 to start")
-    second, _ = cluster.start(lease=2.0)
+    # The observer's own lease is longer: the frozen worker is judged by its own (2 s).
+    second, _ = cluster.start(lease=12.0)
 
     os.kill(first.pid, signal.SIGSTOP)  # alive, but its heartbeat stops
     try:
@@ -345,7 +387,95 @@ def test_a_frozen_worker_loses_its_job_when_its_lease_runs_out(cluster: Cluster)
     err = cluster.stop(second)
     assert f"worker {first_id} (pid {first.pid} on " in err
     assert "no heartbeat for" in err
+    assert "(lease 2 s)" in err
     assert [line[2] for line in cluster.of("start")] == [str(first.pid), str(second.pid)]
+
+
+def test_a_short_lease_does_not_take_a_live_workers_jobs(cluster: Cluster) -> None:
+    first, first_id = cluster.start(lease=30.0)  # a heartbeat every 5 s
+    flag = cluster.tmp_path / "flag"
+    (job_id,) = enqueue(cluster.db, {"n": 4, "block": str(flag)})
+    cluster.wait(lambda: len(cluster.of("start")) == 1, "job 4 to start")
+    second, second_id = cluster.start(lease=1.0)  # a heartbeat every 0.17 s
+
+    time.sleep(2.5)  # the short lease ran out twice over since the first worker's heartbeat
+    assert cluster.rows("SELECT state, owner FROM jobs WHERE seq = ?", int(job_id)) == [
+        ("running", first_id)
+    ]
+    assert cluster.rows("SELECT id, lease_timeout FROM workers ORDER BY started_at") == [
+        (first_id, 30.0),
+        (second_id, 1.0),
+    ]
+    flag.touch()
+    cluster.wait(lambda: bool(cluster.of("end")), "job 4 to end")
+    err = cluster.stop(second) + cluster.stop(first)
+    assert "is gone" not in err
+    assert [line[2] for line in cluster.of("start")] == [str(first.pid)]  # it ran once
+
+
+def enqueue_attempt(db: Path, directory: Path, max_retries: int) -> str:
+    async def main() -> str:
+        engine = producer(db)
+        try:
+            job = await engine.enqueue("attempt", {"dir": str(directory)}, max_retries=max_retries)
+            return job.id
+        finally:
+            await engine.stop()
+
+    result: str = asyncio.run(main())
+    return result
+
+
+@pytest.mark.parametrize("max_retries", [0, 1])
+def test_a_stopped_worker_that_lost_its_lease_discards_its_result(
+    cluster: Cluster, max_retries: int
+) -> None:
+    first, _ = cluster.start(lease=1.5)
+    second, _ = cluster.start(lease=1.5)
+    folder = cluster.tmp_path
+    job_id = enqueue_attempt(cluster.db, folder, max_retries)
+    cluster.wait(lambda: bool(cluster.of("attempt")), "attempt 1 to start")
+    stalled = first if cluster.of("attempt")[0][2] == str(first.pid) else second
+    other = second if stalled is first else first
+    stalled_pid = str(stalled.pid)
+
+    os.kill(stalled.pid, signal.SIGSTOP)  # past its lease: the other worker takes over
+    try:
+        cluster.wait(lambda: ["attempt", "2", str(other.pid)] in cluster.lines(), "the takeover")
+    finally:
+        (folder / "go-1").touch()  # the stalled attempt fails once it resumes
+        os.kill(stalled.pid, signal.SIGCONT)
+
+    def stalled_reported() -> bool:
+        return any(
+            line[-1] == stalled_pid
+            and (line[0].startswith("job-") or (line[0] == "log" and "discarded" in line))
+            for line in cluster.lines()
+        )
+
+    cluster.wait(stalled_reported, "the stalled worker to finish attempt 1")
+    (folder / "go-2").touch()
+    cluster.wait(lambda: bool(cluster.of("job-completed")), "attempt 2 to complete")
+    for n in (3, 4):  # let any further attempt end, so that the workers stop at once
+        (folder / f"go-{n}").touch()
+    cluster.stop(first)
+    cluster.stop(second)
+
+    attempts = [(line[1], line[2]) for line in cluster.of("attempt")]
+    assert attempts == [("1", stalled_pid), ("2", str(other.pid))]  # never two at once again
+    hooks = [line for line in cluster.lines() if line[0].startswith("job-")]
+    assert hooks == [["job-completed", job_id, str(other.pid)]]  # none for the lost attempt
+    warnings = [" ".join(line[1:-1]) for line in cluster.of("log") if line[-1] == stalled_pid]
+    assert any(
+        text.startswith(
+            f"job {job_id} ('attempt') was taken over by another worker after this worker's "
+            "lease expired; its result (failed"
+        )
+        and text.endswith("is discarded")
+        for text in warnings
+    ), warnings
+    assert cluster.rows("SELECT state, retry_count FROM jobs") == [("completed", 0)]
+    assert cluster.rows("SELECT COUNT(*) FROM dead_letters") == [(0,)]
 
 
 def test_workers_pick_up_runs_a_producer_starts_and_run_each_once(cluster: Cluster) -> None:
@@ -495,7 +625,7 @@ def test_a_store_of_schema_version_1_is_upgraded_and_its_running_work_resumed(
     assert steps == ["two"]  # step one was checkpointed before
     assert run is not None
     assert run.to_dict()["output"] == ["one-1", "two", True]
-    assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert sql(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])

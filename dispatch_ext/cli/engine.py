@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import DispatchExtError
+from ..errors import ConfigError, DispatchExtError
 from .app import main
 
 if TYPE_CHECKING:
@@ -56,7 +56,9 @@ def load_app(spec: str) -> Engine:
                 "that holds it, or install it)"
             ) from exc
         raise click.ClickException(f"importing {module_name!r} failed: {exc}") from exc
-    except DispatchExtError as exc:  # a malformed dispatch.toml, a refused store, ...
+    except ConfigError as exc:  # a malformed dispatch.toml (the message names the file)
+        raise click.ClickException(f"configuration error: {exc}") from exc
+    except DispatchExtError as exc:  # a refused store, ...
         raise click.ClickException(f"importing {module_name!r} failed: {exc}") from exc
     except Exception as exc:
         raise click.ClickException(
@@ -75,6 +77,8 @@ def load_app(spec: str) -> Engine:
     if not isinstance(target, Engine) and callable(target):
         try:
             built = target()
+        except ConfigError as exc:
+            raise click.ClickException(f"configuration error: {exc}") from exc
         except Exception as exc:
             raise click.ClickException(
                 f"calling {what}() failed: {type(exc).__name__}: {exc}"

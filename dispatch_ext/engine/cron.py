@@ -126,7 +126,8 @@ def _hint(field_name: str) -> str:
 
 @dataclass
 class ScheduledEntry:
-    """A registered cron entry and its next fire time."""
+    """A registered cron entry and its next fire time (set when it is registered, and
+    moved on each time the scheduler passes a fire time)."""
 
     name: str
     schedule: CronSchedule

@@ -42,6 +42,7 @@ W = TypeVar("W", bound=WorkflowFunction)
 
 _HOUSEKEEPING_INTERVAL = 60.0
 _RUNS_PER_CLAIM = 100
+_STRAY_AFTER = 60.0  # seconds a job may wait before its unknown name is worth a warning
 
 
 def _ignored(hook: str, exc: Exception) -> None:
@@ -208,7 +209,8 @@ class Engine:
         ``schedule`` has five fields (minute hour day-of-month month day-of-week) or six
         with a leading seconds field (``"*/5 * * * * *"``: every five seconds). A
         malformed expression is refused at once, naming the entry and the field.
-        Missed fire times (while no engine ran) are not made up.
+        Missed fire times (while no engine ran) are not made up. Returns the entry,
+        with its next fire time from now as ``next_run_at``.
         """
         job_name = job if isinstance(job, str) else self._job_name_of(name, job)
         entry = self._cron.add(name, schedule, job_name, payload)
@@ -272,6 +274,7 @@ class Engine:
         self._started = True
         await self._claim_runs()
         self._spawn(self._watch_runs(), "dispatch-runs")
+        self._spawn(self._watch_strays(), "dispatch-strays")
         self._cron.start()
         if self.settings.keep_completed > 0:
             self._spawn(self._housekeeping(), "dispatch-housekeeping")
@@ -282,10 +285,17 @@ class Engine:
         return None if self._lease is None else self._lease.identity.id
 
     def _recovered(self, recovery: Recovery) -> None:
-        """Work of a gone worker is free again: look for it now."""
-        if self._pool is not None:
-            self._pool.wake()
-        if recovery.runs and self._runs_wanted is not None:
+        """Work of a gone worker is free again: look for it now.
+
+        When this worker itself had been presumed gone, it lets go of the jobs it
+        claimed but did not start (the store fences off what it was running).
+        """
+        pool = self._pool
+        if pool is not None:
+            if recovery.rejoined:
+                self._spawn(pool.drop_claimed(), "dispatch-drop-claimed")
+            pool.wake()
+        if (recovery.runs or recovery.rejoined) and self._runs_wanted is not None:
             self._runs_wanted.set()
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -466,7 +476,7 @@ class Engine:
         if self._listening("on_workflow_started"):
             await self._emit("on_workflow_started", run=snapshot)
         if owner is not None and self._started and not self.stopping:
-            self._spawn_run(run, {}, resumed=False)
+            self._spawn_run(run, {}, False, owner, 1)  # add_run counts the first claim
         return snapshot
 
     async def _claim_runs(self) -> None:
@@ -474,11 +484,12 @@ class Engine:
         owner = self.worker_id
         while self._workflows and owner is not None and self._started and not self.stopping:
             claimed = await self.store.claim_runs(tuple(self._workflows), owner, _RUNS_PER_CLAIM)
-            for run, resumed in claimed:
+            for run, claim in claimed:
                 checkpoints = await self.store.load_steps(run.id)
-                if resumed or checkpoints:
+                resumed = claim > 1 or bool(checkpoints)
+                if resumed:
                     logger.info("resuming workflow run %s (%s)", run.id, run.name)
-                self._spawn_run(run, checkpoints, resumed or bool(checkpoints))
+                self._spawn_run(run, checkpoints, resumed, owner, claim)
             if len(claimed) < _RUNS_PER_CLAIM:
                 return
 
@@ -495,16 +506,18 @@ class Engine:
             except Exception:
                 logger.exception("claiming workflow runs from %r failed; trying again", self.store)
 
-    def _spawn_run(self, run: RunRecord, checkpoints: dict[str, str], resumed: bool) -> None:
-        task = asyncio.create_task(self._run_workflow(run, checkpoints, resumed))
+    def _spawn_run(
+        self, run: RunRecord, checkpoints: dict[str, str], resumed: bool, owner: str, claim: int
+    ) -> None:
+        task = asyncio.create_task(self._run_workflow(run, checkpoints, resumed, owner, claim))
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
 
     async def _run_workflow(
-        self, run: RunRecord, checkpoints: dict[str, str], resumed: bool
+        self, run: RunRecord, checkpoints: dict[str, str], resumed: bool, owner: str, claim: int
     ) -> None:
         try:
-            await execute(self, self._workflows[run.name], run, checkpoints, resumed)
+            await execute(self, self._workflows[run.name], run, checkpoints, resumed, owner, claim)
         finally:
             if self._pool is not None:
                 self._pool._progress.set()
@@ -591,6 +604,37 @@ class Engine:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _watch_strays(self) -> None:
+        """Warn once per job name that waits in the store with no handler here.
+
+        A job only a worker with a handler for its name can run; if none runs, it waits
+        forever. Every ``_STRAY_AFTER`` seconds this worker looks for jobs that have
+        been due for that long under a name it does not know (one indexed query over the
+        waiting jobs) and warns once per name.
+        """
+        warned: set[str] = set()
+        while not self.stopping:
+            await asyncio.sleep(_STRAY_AFTER)
+            try:
+                names = await self.store.waiting_names(time.time() - _STRAY_AFTER)
+            except Exception:
+                logger.exception("looking for jobs nobody runs in %r failed", self.store)
+                continue
+            for name in names:
+                if name not in self._jobs and name not in warned:
+                    warned.add(name)
+                    logger.warning(
+                        "%r: jobs named %r have been waiting for over %g s and this worker "
+                        "has no handler for them; unless another worker on this store "
+                        "registers %r, they stay pending: register it with "
+                        "@engine.job(%r) in the workers",
+                        self.store,
+                        name,
+                        _STRAY_AFTER,
+                        name,
+                        name,
+                    )
 
     async def _housekeeping(self) -> None:
         keep = self.settings.keep_completed

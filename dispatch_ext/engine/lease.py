@@ -6,13 +6,17 @@ it runs it refreshes its heartbeat every ``lease_timeout / 6`` seconds, at most 
 (a change nobody waits for, so it usually shares a commit with other writes) and, in the
 same transaction, looks for workers that are gone:
 
-- a worker whose heartbeat is older than ``lease_timeout`` (a crashed process on another
-  host, or a frozen one);
+- a worker whose heartbeat is older than *its own* ``lease_timeout`` (a crashed process
+  on another host, or a frozen one): each worker stores its lease timeout with its row,
+  and is judged by it, whatever the observer's;
 - a worker on the same host (the same process table) whose process no longer exists:
   found at once, without waiting for its lease to run out.
 
 The jobs a gone worker was running go back to the queue and its workflow runs become
-free for any engine to resume. A cleanly stopped engine puts back what it did not
+free for any engine to resume. A worker that finds it was presumed gone registers again
+(same id) and drops what it had claimed but not started; the results of the attempts it
+was running when it lost its lease are discarded by the store (fencing: see
+:mod:`dispatch_ext.engine.store`). A cleanly stopped engine puts back what it did not
 finish and removes its row. An engine that only enqueues (a producer that never starts)
 registers nothing and recovers nothing.
 """
@@ -76,7 +80,7 @@ class Recovery:
 
     jobs: int = 0
     runs: int = 0
-    gone: tuple[str, ...] = ()  # "worker ... (pid ... on ...): why"
+    gone: tuple[str, ...] = ()  # "worker ... (pid ... on ...) is gone: why"
     rejoined: bool = False  # this worker's row had been removed by another worker
 
     def __bool__(self) -> bool:
@@ -160,7 +164,10 @@ def gone_reason(
     now: float,
     lease_timeout: float,
 ) -> str | None:
-    """Why another worker counts as gone, or ``None`` while it counts as alive."""
+    """Why another worker counts as gone, or ``None`` while it counts as alive.
+
+    ``lease_timeout`` is that worker's own lease, as stored with it.
+    """
     silent = now - heartbeat_at
     if silent > lease_timeout:
         return f"no heartbeat for {silent:.0f} s (lease {lease_timeout:g} s)"
@@ -217,13 +224,15 @@ class Lease:
         if recovery.rejoined and not first:
             logger.warning(
                 "%r: %s had been presumed gone by another worker (no heartbeat for over "
-                "%g s: was the event loop blocked?); the jobs it held may run twice",
+                "%g s: was the process stopped or its event loop blocked?); it registered "
+                "again, and the results of the jobs and workflow steps it was running are "
+                "discarded, as other workers run them again",
                 self.store,
                 self.identity.describe(),
                 self.timeout,
             )
         for gone in recovery.gone:
-            logger.warning("%r: %s is gone", self.store, gone)
+            logger.warning("%r: %s", self.store, gone)
         if recovery.jobs or recovery.runs:
             logger.warning(
                 "%r: %d job(s) left running by gone workers went back to the queue; "
@@ -232,5 +241,7 @@ class Lease:
                 recovery.jobs,
                 recovery.runs,
             )
-        if self._on_recovered is not None and (recovery.jobs or recovery.runs):
+        if self._on_recovered is not None and (
+            recovery.jobs or recovery.runs or (recovery.rejoined and not first)
+        ):
             self._on_recovered(recovery)

@@ -43,6 +43,7 @@ class CronScheduler:
         parsed = parse_schedule(name, schedule)
         text = dumps(payload, f"the payload of cron entry {name!r}")
         entry = ScheduledEntry(name, parsed, job_name, json.loads(text), text)
+        entry.next_run_at = parsed.next_after(time.time())
         self.entries[name] = entry
         return entry
 

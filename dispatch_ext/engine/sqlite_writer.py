@@ -54,7 +54,8 @@ class WriteQueue:
     def submit(
         self, fn: Callable[..., Any], arg: Any, *, batch: bool = False, wait: bool = True
     ) -> asyncio.Future[Any]:
-        """Queue ``fn(conn, arg)`` (``fn(conn, [args])`` for a run of ``batch`` ops).
+        """Queue ``fn(conn, arg)`` (``fn(conn, [args])`` for a run of ``batch`` ops, which
+        returns ``None`` or a list with one result per op).
 
         ``wait=False``: nobody awaits the result soon; the change joins the next write,
         at the latest a few milliseconds later.
@@ -163,8 +164,8 @@ def _apply(conn: sqlite3.Connection, ops: list[_Op]) -> list[Any]:
         j = i + 1
         while j < n and ops[j][0] is fn:
             j += 1
-        fn(conn, [op[1] for op in ops[i:j]])
-        results.extend([None] * (j - i))
+        out = fn(conn, [op[1] for op in ops[i:j]])  # None, or one result per op
+        results.extend([None] * (j - i) if out is None else out)
         i = j
     return results
 

@@ -37,7 +37,8 @@ class MemoryStore:
         self._owners: dict[int, str | None] = {}  # seq of a running job -> its worker
         self._run_owners: dict[str, str | None] = {}  # run id -> its worker (running runs)
         self._claims: dict[str, int] = {}  # run id -> how often a worker took it
-        self._workers: dict[str, tuple[WorkerIdentity, float]] = {}  # id -> (who, heartbeat)
+        # id -> (who, heartbeat, its lease timeout)
+        self._workers: dict[str, tuple[WorkerIdentity, float, float]] = {}
         self._fires: dict[str, float] = {}
         self.is_open = False
 
@@ -88,33 +89,63 @@ class MemoryStore:
             heapq.heappush(heap, key)
         return claimed
 
-    async def release(self, jobs: Sequence[JobRecord]) -> None:
+    async def release(self, jobs: Sequence[JobRecord], owner: str) -> None:
         for job in jobs:
-            stored = self._by_seq.get(job.seq)
-            if stored is not None and stored.state is JobState.RUNNING:
+            stored = self._held(job, owner)
+            if stored is not None:
                 self._requeue(stored)
+
+    def _held(self, job: JobRecord, owner: str) -> JobRecord | None:
+        """The stored job, if ``owner`` still runs it under the claim ``job`` came from."""
+        stored = self._by_seq.get(job.seq)
+        if (
+            stored is None
+            or stored.state is not JobState.RUNNING
+            or stored.started_at != job.started_at
+            or self._owners.get(job.seq) != owner
+        ):
+            return None
+        return stored
 
     def _requeue(self, stored: JobRecord) -> None:
         stored.state, stored.started_at = JobState.PENDING, None
         self._owners.pop(stored.seq, None)
         self._push(stored)
 
-    def complete(self, job: JobRecord) -> Awaitable[None]:
-        stored = self._by_seq[job.seq]
-        stored.state, stored.completed_at = JobState.COMPLETED, job.completed_at
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
+    def complete(self, job: JobRecord, owner: str) -> Awaitable[bool]:
+        stored = self._held(job, owner)
+        if stored is not None:
+            stored.state, stored.completed_at = JobState.COMPLETED, job.completed_at
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.set_result(stored is not None)
         return done
 
-    async def retry(self, job: JobRecord) -> None:
-        stored = self._by_seq[job.seq]
+    async def retry(self, job: JobRecord, owner: str) -> bool:
+        stored = self._held(job, owner)
+        if stored is None:
+            return False
         stored.state = job.state
         stored.retry_count, stored.last_error = job.retry_count, job.last_error
         stored.run_at, stored.started_at = job.run_at, None
+        self._owners.pop(job.seq, None)
         self._push(stored)
+        return True
 
-    async def bury(self, job: JobRecord, error: str, error_type: str, traceback: str | None) -> int:
-        stored = self._by_seq[job.seq]
+    async def waiting_names(self, before: float) -> list[str]:
+        return sorted(
+            {
+                job.name
+                for job in self._jobs.values()
+                if job.state in _WAITING and job.run_at < before
+            }
+        )
+
+    async def bury(
+        self, job: JobRecord, error: str, error_type: str, traceback: str | None, owner: str
+    ) -> int | None:
+        stored = self._held(job, owner)
+        if stored is None:
+            return None
         stored.state = JobState.DEAD
         stored.retry_count, stored.last_error = job.retry_count, job.last_error
         stored.completed_at = job.completed_at
@@ -186,17 +217,17 @@ class MemoryStore:
 
     async def beat(self, worker: WorkerIdentity, lease_timeout: float, now: float) -> Recovery:
         rejoined = worker.id not in self._workers
-        self._workers[worker.id] = (worker, now)
+        self._workers[worker.id] = (worker, now, lease_timeout)
         gone: list[str] = []
-        for other, heartbeat_at in list(self._workers.values()):
+        for other, heartbeat_at, lease in list(self._workers.values()):
             if other.id == worker.id:
                 continue
             reason = gone_reason(
-                worker, other.pid, other.node, other.token, heartbeat_at, now, lease_timeout
+                worker, other.pid, other.node, other.token, heartbeat_at, now, lease
             )
             if reason is not None:
                 del self._workers[other.id]
-                gone.append(f"{other.describe()}: {reason}")
+                gone.append(f"{other.describe()} is gone: {reason}")
         jobs = 0
         for seq, owner in list(self._owners.items()):
             stored = self._by_seq.get(seq)
@@ -229,7 +260,7 @@ class MemoryStore:
 
     async def claim_runs(
         self, names: Collection[str], owner: str, limit: int
-    ) -> list[tuple[RunRecord, bool]]:
+    ) -> list[tuple[RunRecord, int]]:
         free = sorted(
             (
                 run
@@ -240,11 +271,11 @@ class MemoryStore:
             ),
             key=lambda run: run.started_at,
         )[:limit]
-        claimed: list[tuple[RunRecord, bool]] = []
+        claimed: list[tuple[RunRecord, int]] = []
         for run in free:
             self._run_owners[run.id] = owner
             self._claims[run.id] = self._claims.get(run.id, 0) + 1
-            claimed.append((copy.copy(run), self._claims[run.id] > 1))
+            claimed.append((copy.copy(run), self._claims[run.id]))
         return claimed
 
     async def count_active_runs(self, names: Collection[str]) -> int:
@@ -252,16 +283,33 @@ class MemoryStore:
             1 for run in self._runs.values() if run.state is RunState.RUNNING and run.name in names
         )
 
-    async def finish_run(self, run: RunRecord) -> None:
+    def _run_held(self, run_id: str, owner: str, claim: int) -> bool:
+        run = self._runs.get(run_id)
+        return (
+            run is not None
+            and run.state is RunState.RUNNING
+            and self._run_owners.get(run_id) == owner
+            and self._claims.get(run_id) == claim
+        )
+
+    async def finish_run(self, run: RunRecord, owner: str, claim: int) -> bool:
+        if not self._run_held(run.id, owner, claim):
+            return False
         self._runs[run.id] = copy.copy(run)
         self._run_owners.pop(run.id, None)
+        return True
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         run = self._runs.get(run_id)
         return None if run is None else copy.copy(run)
 
-    async def save_step(self, run_id: str, step: str, result: str, elapsed: float) -> None:
+    async def save_step(
+        self, run_id: str, step: str, result: str, elapsed: float, owner: str, claim: int
+    ) -> bool:
+        if not self._run_held(run_id, owner, claim):
+            return False
         self._steps.setdefault(run_id, {})[step] = result
+        return True
 
     async def load_steps(self, run_id: str) -> dict[str, str]:
         return dict(self._steps.get(run_id, {}))

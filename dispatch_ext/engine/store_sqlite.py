@@ -16,8 +16,14 @@ Several processes may share the file: each write transaction takes SQLite's writ
 the lock tries again on a later loop iteration rather than blocking the loop. Workers
 and their heartbeats live in the ``workers`` table (see :mod:`dispatch_ext.engine.lease`).
 
-A file that holds tables but no ``meta`` table is somebody else's database: it is
-refused, and nothing is written to it.
+Every write that ends a job's or a workflow run's attempt (a completion, a retry, a
+burial, a step checkpoint, a run's end) is *fenced*: it applies only while the job or
+run is still ``running`` under the same claim by the same worker, in the same
+statement; a write that lost that race (its worker's lease ran out and another worker
+took over) changes nothing, and the caller learns so from the result.
+
+A file that holds tables but no ``meta`` table of a dispatch-ext store is somebody
+else's database: it is refused, and nothing is written to it.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ logger = logging.getLogger("dispatch_ext.engine")
 DEFAULT_DATABASE = "dispatch.sqlite3"
 """The default database file, relative to the current directory."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -109,7 +115,8 @@ _SCHEMA = (
         node TEXT NOT NULL,
         token TEXT,
         started_at REAL NOT NULL,
-        heartbeat_at REAL NOT NULL
+        heartbeat_at REAL NOT NULL,
+        lease_timeout REAL
     )""",
     """CREATE TABLE IF NOT EXISTS cron_fires (
         name TEXT PRIMARY KEY NOT NULL,
@@ -119,9 +126,10 @@ _SCHEMA = (
 
 # Columns added since schema version 1: (table, column, definition).
 _ADDED_COLUMNS = (
-    ("jobs", "owner", "TEXT"),
-    ("workflow_runs", "owner", "TEXT"),
-    ("workflow_runs", "claims", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "owner", "TEXT"),  # version 2
+    ("workflow_runs", "owner", "TEXT"),  # version 2
+    ("workflow_runs", "claims", "INTEGER NOT NULL DEFAULT 0"),  # version 2
+    ("workers", "lease_timeout", "REAL"),  # version 3: each worker's own lease
 )
 
 _COLUMNS = (
@@ -129,6 +137,11 @@ _COLUMNS = (
     "run_at, created_at, started_at, completed_at, timeout"
 )
 _WAITING = "state IN ('pending', 'retrying')"
+# Fencing: a job's attempt is its worker (owner) and its claim time (started_at, set by
+# every claim), so that a worker that registered again after losing its lease cannot
+# finish an attempt it no longer holds.
+_HELD = "state = 'running' AND owner = ? AND started_at = ?"
+_RUN_HELD = "state = 'running' AND owner = ? AND claims = ?"
 _STATES = {state.value: state for state in JobState}
 
 
@@ -275,13 +288,18 @@ class SQLiteStore:
         version = _schema_version(conn) if "meta" in tables and "jobs" in tables else None
         if version is None:
             held = f"; it holds {_listing(tables)}" if tables else "; the database is empty"
+            what = (
+                "its 'meta' table is not a dispatch-ext one"
+                if "meta" in tables
+                else "no 'meta' table"
+            )
             advice = (
                 "give the engine a database file of its own (a new or empty one)"
                 if self.create
                 else "pass the engine's database file"
             )
             raise NotAStoreError(
-                f"{name} is not a dispatch-ext store (no 'meta' table{held}); {advice}", name
+                f"{name} is not a dispatch-ext store ({what}{held}); {advice}", name
             )
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -326,20 +344,39 @@ class SQLiteStore:
         jobs: list[JobRecord] = await self._submit(_claim, (sql, params))
         return jobs
 
-    async def release(self, jobs: Sequence[JobRecord]) -> None:
+    async def release(self, jobs: Sequence[JobRecord], owner: str) -> None:
         if jobs:
-            await self._submit(_release, [job.seq for job in jobs])
+            await self._submit(_release, [(job.seq, owner, job.started_at) for job in jobs])
 
-    def complete(self, job: JobRecord) -> Awaitable[None]:
-        return self._submit(_complete, (job.completed_at, job.seq), True, wait=False)
-
-    async def retry(self, job: JobRecord) -> None:
-        await self._submit(
-            _retry, (job.state.value, job.retry_count, job.last_error, job.run_at, job.seq)
+    def complete(self, job: JobRecord, owner: str) -> Awaitable[bool]:
+        return self._submit(
+            _complete, (job.completed_at, job.seq, owner, job.started_at), True, wait=False
         )
 
-    async def bury(self, job: JobRecord, error: str, error_type: str, traceback: str | None) -> int:
-        entry_id: int = await self._submit(_bury, (job, error, error_type, traceback))
+    async def retry(self, job: JobRecord, owner: str) -> bool:
+        applied: bool = await self._submit(
+            _retry,
+            (
+                job.state.value,
+                job.retry_count,
+                job.last_error,
+                job.run_at,
+                job.seq,
+                owner,
+                job.started_at,
+            ),
+        )
+        return applied
+
+    async def bury(
+        self,
+        job: JobRecord,
+        error: str,
+        error_type: str,
+        traceback: str | None,
+        owner: str,
+    ) -> int | None:
+        entry_id: int | None = await self._submit(_bury, (job, error, error_type, traceback, owner))
         return entry_id
 
     async def get_job(self, job_id: str) -> JobRecord | None:
@@ -359,6 +396,13 @@ class SQLiteStore:
             (f"SELECT MIN(run_at) FROM jobs WHERE {_WAITING} AND name IN ({marks})", tuple(names)),
         )
         return None if row is None else row[0]
+
+    async def waiting_names(self, before: float) -> list[str]:
+        rows = await self._submit(
+            _fetchall,
+            (f"SELECT DISTINCT name FROM jobs WHERE {_WAITING} AND run_at < ?", (before,)),
+        )
+        return [row[0] for row in rows]
 
     async def count_active(self, names: Collection[str]) -> int:
         if not names:
@@ -453,7 +497,7 @@ class SQLiteStore:
 
     async def claim_runs(
         self, names: Collection[str], owner: str, limit: int
-    ) -> list[tuple[RunRecord, bool]]:
+    ) -> list[tuple[RunRecord, int]]:
         if not names or limit <= 0:
             return []
         marks = ",".join("?" * len(names))
@@ -467,7 +511,7 @@ class SQLiteStore:
                 (owner, *names, limit),
             ),
         )
-        claimed = [(_run(row), row[8] > 1) for row in rows]
+        claimed = [(_run(row), int(row[8])) for row in rows]
         claimed.sort(key=lambda item: item[0].started_at)
         return claimed
 
@@ -484,15 +528,16 @@ class SQLiteStore:
         )
         return int(row[0])
 
-    async def finish_run(self, run: RunRecord) -> None:
-        await self._submit(
+    async def finish_run(self, run: RunRecord, owner: str, claim: int) -> bool:
+        count: int = await self._submit(
             _rowcount,
             (
                 "UPDATE workflow_runs SET state = ?, output = ?, error = ?, completed_at = ? "
-                "WHERE id = ?",
-                (run.state.value, run.output, run.error, run.completed_at, run.id),
+                f"WHERE id = ? AND {_RUN_HELD}",
+                (run.state.value, run.output, run.error, run.completed_at, run.id, owner, claim),
             ),
         )
+        return count > 0
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         row = await self._submit(
@@ -505,15 +550,25 @@ class SQLiteStore:
         )
         return None if row is None else _run(row)
 
-    async def save_step(self, run_id: str, step: str, result: str, elapsed: float) -> None:
-        await self._submit(
+    async def save_step(
+        self,
+        run_id: str,
+        step: str,
+        result: str,
+        elapsed: float,
+        owner: str,
+        claim: int,
+    ) -> bool:
+        count: int = await self._submit(
             _rowcount,
             (
                 "INSERT OR REPLACE INTO workflow_steps (run_id, step, result, elapsed, "
-                "completed_at) VALUES (?, ?, ?, ?, ?)",
-                (run_id, step, result, elapsed, time.time()),
+                "completed_at) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM "
+                f"workflow_runs WHERE id = ? AND {_RUN_HELD})",
+                (run_id, step, result, elapsed, time.time(), run_id, owner, claim),
             ),
         )
+        return count > 0
 
     async def load_steps(self, run_id: str) -> dict[str, str]:
         rows = await self._submit(
@@ -595,11 +650,11 @@ def _claim(conn: sqlite3.Connection, arg: tuple[str, tuple[Any, ...]]) -> list[J
     return jobs
 
 
-def _release(conn: sqlite3.Connection, seqs: list[int]) -> None:
+def _release(conn: sqlite3.Connection, params: list[tuple[int, str | None, float | None]]) -> None:
     conn.executemany(
         "UPDATE jobs SET state = 'pending', started_at = NULL, owner = NULL "
-        "WHERE seq = ? AND state = 'running'",
-        [(seq,) for seq in seqs],
+        f"WHERE seq = ? AND {_HELD}",
+        params,
     )
 
 
@@ -621,18 +676,25 @@ def _beat(conn: sqlite3.Connection, arg: tuple[WorkerIdentity, float, float]) ->
     )
     if rejoined:
         conn.execute(
-            "INSERT INTO workers (id, pid, hostname, node, token, started_at, heartbeat_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (me.id, me.pid, me.hostname, me.node, me.token, now, now),
+            "INSERT INTO workers (id, pid, hostname, node, token, started_at, heartbeat_at, "
+            "lease_timeout) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (me.id, me.pid, me.hostname, me.node, me.token, now, now, lease_timeout),
         )
     gone: list[tuple[str, str]] = []
     others = conn.execute(
-        "SELECT id, pid, hostname, node, token, heartbeat_at FROM workers WHERE id != ?", (me.id,)
+        "SELECT id, pid, hostname, node, token, heartbeat_at, lease_timeout FROM workers "
+        "WHERE id != ?",
+        (me.id,),
     ).fetchall()
-    for worker_id, pid, hostname, node, token, heartbeat_at in others:
-        reason = gone_reason(me, pid, node, token, heartbeat_at, now, lease_timeout)
+    for worker_id, pid, hostname, node, token, heartbeat_at, lease in others:
+        # Each worker is judged by its own lease; a row without one (written by an older
+        # version) by this worker's.
+        own = lease_timeout if lease is None else lease
+        reason = gone_reason(me, pid, node, token, heartbeat_at, now, own)
         if reason is not None:
-            gone.append((worker_id, f"worker {worker_id} (pid {pid} on {hostname}): {reason}"))
+            gone.append(
+                (worker_id, f"worker {worker_id} (pid {pid} on {hostname}) is gone: {reason}")
+            )
     if gone:
         conn.executemany(
             "DELETE FROM workers WHERE id = ?", [(worker_id,) for worker_id, _ in gone]
@@ -655,25 +717,42 @@ def _leave(conn: sqlite3.Connection, worker_id: str) -> None:
     conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
 
-def _complete(conn: sqlite3.Connection, params: list[tuple[float, int]]) -> None:
-    conn.executemany("UPDATE jobs SET state = 'completed', completed_at = ? WHERE seq = ?", params)
+_COMPLETE = f"UPDATE jobs SET state = 'completed', completed_at = ? WHERE seq = ? AND {_HELD}"
+_COMPLETED = (
+    "SELECT 1 FROM jobs WHERE completed_at = ? AND seq = ? AND owner = ? AND started_at = ?"
+)
 
 
-def _retry(conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
-    conn.execute(
-        "UPDATE jobs SET state = ?, retry_count = ?, last_error = ?, run_at = ?, "
-        "started_at = NULL, owner = NULL WHERE seq = ?",
-        params,
+def _complete(conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> list[bool]:
+    """Complete the jobs still held; one result per job: whether it was applied."""
+    if len(params) == 1:
+        return [conn.execute(_COMPLETE, params[0]).rowcount > 0]
+    if conn.executemany(_COMPLETE, params).rowcount == len(params):
+        return [True] * len(params)
+    # Some were fenced off (rare): an applied row now carries this completion's time.
+    return [conn.execute(_COMPLETED, row).fetchone() is not None for row in params]
+
+
+def _retry(conn: sqlite3.Connection, params: tuple[Any, ...]) -> bool:
+    return (
+        conn.execute(
+            "UPDATE jobs SET state = ?, retry_count = ?, last_error = ?, run_at = ?, "
+            f"started_at = NULL, owner = NULL WHERE seq = ? AND {_HELD}",
+            params,
+        ).rowcount
+        > 0
     )
 
 
-def _bury(conn: sqlite3.Connection, arg: tuple[JobRecord, str, str, str | None]) -> int:
-    job, error, error_type, traceback = arg
-    conn.execute(
+def _bury(conn: sqlite3.Connection, arg: tuple[Any, ...]) -> int | None:
+    job, error, error_type, traceback, owner = arg
+    held = conn.execute(
         "UPDATE jobs SET state = 'dead', retry_count = ?, last_error = ?, completed_at = ? "
-        "WHERE seq = ?",
-        (job.retry_count, job.last_error, job.completed_at, job.seq),
-    )
+        f"WHERE seq = ? AND {_HELD}",
+        (job.retry_count, job.last_error, job.completed_at, job.seq, owner, job.started_at),
+    ).rowcount
+    if not held:
+        return None
     cursor = conn.execute(
         "INSERT INTO dead_letters (job_id, job, error, error_type, traceback, failed_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",

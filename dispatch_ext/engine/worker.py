@@ -6,6 +6,10 @@ handlers on the loop, sync handlers on daemon threads. Every state change is sto
 before its hook fires. Timeouts are kept by one watchdog timer for the whole pool (a
 ``call_at`` per pool rather than a timeout context per job), which cancels a job's
 handler when its deadline passes.
+
+Every write that ends an attempt is fenced by the store: when this worker lost its
+lease while a job ran (another worker took the job over), the attempt's result is
+discarded with one warning, and no hook fires for it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..models import JobState
@@ -60,7 +65,11 @@ class WorkerPool:
     """Claims and runs the jobs of one engine."""
 
     def __init__(self, engine: Engine, concurrency: int) -> None:
+        owner = engine.worker_id
+        if owner is None:
+            raise RuntimeError("a worker pool needs a started engine (a registered worker)")
         self.engine = engine
+        self.owner = owner  # the worker id every claim and fenced write is made under
         self.concurrency = concurrency
         self.ready: deque[JobRecord] = deque()
         self.running = 0
@@ -77,7 +86,7 @@ class WorkerPool:
         self._watch: asyncio.TimerHandle | None = None
         self._durations: dict[str, float] = {}  # moving average per job name
         self._unbatchable: set[str] = set()
-        self._completions: deque[tuple[Awaitable[None], JobRecord, float]] = deque()
+        self._completions: deque[tuple[Awaitable[bool], JobRecord, float]] = deque()
         self._announcer: asyncio.Task[None] | None = None
         self._announce_wake: asyncio.Future[None] | None = None
 
@@ -120,7 +129,7 @@ class WorkerPool:
         if self.ready:
             unstarted = list(self.ready)
             self.ready.clear()
-            await self.engine.store.release(unstarted)
+            await self.engine.store.release(unstarted, self.owner)
         tasks = [slot.task for slot in self._slots if slot.task is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=timeout)
@@ -146,12 +155,25 @@ class WorkerPool:
     def _stopped(self) -> bool:
         return self.stopping  # a call, so that type checkers re-read it after an await
 
+    async def drop_claimed(self) -> None:
+        """This worker was presumed gone: let go of the jobs claimed but not started.
+
+        Another worker put back (and may run) what this one held; the jobs claimed since
+        go back to the queue (the store releases only those still held), and none of
+        them is announced as started here.
+        """
+        if self.ready:
+            unstarted = list(self.ready)
+            self.ready.clear()
+            await self.engine.store.release(unstarted, self.owner)
+            self._feed.set()
+
     # -- feeder -------------------------------------------------------------------------
 
     async def _feed_loop(self) -> None:
         engine, store, feed = self.engine, self.engine.store, self._feed
         poll = engine.settings.poll_interval
-        owner = engine.worker_id
+        owner = self.owner
         while not self.stopping:
             wanted = len(self._idle) + self._prefetch - len(self.ready)
             if wanted <= 0:
@@ -167,7 +189,7 @@ class WorkerPool:
                 continue
             if jobs:
                 if self._stopped():
-                    await store.release(jobs)
+                    await store.release(jobs, owner)
                     return
                 self.ready.extend(jobs)
                 idle, ready = self._idle, len(self.ready)
@@ -227,7 +249,7 @@ class WorkerPool:
         engine = self.engine
         spec = engine._jobs.get(job.name)
         if spec is None:  # unregistered since the claim: leave it for another engine
-            await engine.store.release([job])
+            await engine.store.release([job], self.owner)
             return
         if engine._gates:
             gate = engine._gates.get(job.id)
@@ -247,7 +269,7 @@ class WorkerPool:
                     _uncancel(slot.task)
                     error: Exception = self._timeout_error(job)
                 elif _being_cancelled(slot.task):  # shutdown: the job goes back to the queue
-                    await engine.store.release([job])
+                    await engine.store.release([job], self.owner)
                     raise
                 else:  # the handler itself raised CancelledError
                     error = RuntimeError(f"job {job.name!r} ({job.id}) was cancelled")
@@ -290,11 +312,11 @@ class WorkerPool:
         self._learn(elapsed, job.name)
         job.state = JobState.COMPLETED
         job.completed_at = time.time()
-        stored = self.engine.store.complete(job)
+        stored = self.engine.store.complete(job, self.owner)
         if self.engine._listening("on_job_completed"):
             self._announce(stored, job, elapsed)
         elif isinstance(stored, asyncio.Future):
-            stored.add_done_callback(_log_failed_write)
+            stored.add_done_callback(partial(_check_completion, job))
 
     # -- batches of short sync jobs -----------------------------------------------------
 
@@ -360,7 +382,7 @@ class WorkerPool:
             rest = jobs[len(results) :]
             if interrupted is not None:  # shutdown: what did not finish goes back
                 if rest:
-                    await engine.store.release(rest)
+                    await engine.store.release(rest, self.owner)
                 raise interrupted
             if rest and slot.expired and batch.index == len(results):
                 timed_out, rest = rest[0], rest[1:]
@@ -378,7 +400,7 @@ class WorkerPool:
 
     # -- completions --------------------------------------------------------------------
 
-    def _announce(self, stored: Awaitable[None], job: JobRecord, elapsed: float) -> None:
+    def _announce(self, stored: Awaitable[bool], job: JobRecord, elapsed: float) -> None:
         """Emit ``on_job_completed`` once the completion is committed.
 
         The worker goes on with its next job meanwhile, so that completions keep sharing
@@ -402,7 +424,7 @@ class WorkerPool:
                 continue
             stored, job, elapsed = pending[0]
             try:
-                await stored
+                applied = await stored
             except Exception as exc:
                 logger.error(
                     "storing the completion of job %r (%s) failed: %s; it runs again after "
@@ -414,6 +436,9 @@ class WorkerPool:
                 pending.popleft()
                 continue
             pending.popleft()
+            if applied is False:  # fenced off: the job is another worker's now
+                _discarded(job, "completed")
+                continue
             await engine._emit(
                 "on_job_completed", job=job.snapshot(), elapsed=dt.timedelta(seconds=elapsed)
             )
@@ -494,11 +519,14 @@ class WorkerPool:
             job.state = JobState.RETRYING
             job.retry_count = attempt
             job.run_at = now + delay
-            job.started_at = None
             listening = engine._listening("on_job_retrying")
             gate = engine._hold(job.id) if listening else None
             try:
-                await store.retry(job)
+                applied = await store.retry(job, self.owner)  # fenced by the claim's started_at
+                job.started_at = None
+                if not applied:
+                    _discarded(job, f"failed, to retry: {job.last_error}")
+                    return
                 self._feed.set()
                 if listening:
                     await engine._emit(
@@ -515,7 +543,9 @@ class WorkerPool:
         job.state = JobState.DEAD
         job.completed_at = now
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        await store.bury(job, job.last_error, error_type(exc), trace)
+        if await store.bury(job, job.last_error, error_type(exc), trace, self.owner) is None:
+            _discarded(job, f"failed: {job.last_error}")
+            return
         if engine._listening("on_job_failed"):
             await engine._emit("on_job_failed", job=job.snapshot(JobState.FAILED), error=exc)
         if engine._listening("on_job_dlq"):
@@ -542,9 +572,28 @@ else:  # pragma: no cover - Python 3.10
         return True  # 3.10 cannot tell a handler's own CancelledError from a cancel
 
 
-def _log_failed_write(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
+def _check_completion(job: JobRecord, future: asyncio.Future[Any]) -> None:
+    """Say when storing a completion nobody awaited failed, or was fenced off."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
         logger.error(
-            "storing a completed job failed: %s; the job runs again after a restart",
-            future.exception(),
+            "storing the completion of job %r (%s) failed: %s; it runs again after a restart",
+            job.name,
+            job.id,
+            exc,
         )
+    elif future.result() is False:
+        _discarded(job, "completed")
+
+
+def _discarded(job: JobRecord, outcome: str) -> None:
+    """One warning for an attempt whose result the store fenced off."""
+    logger.warning(
+        "job %s (%r) was taken over by another worker after this worker's lease expired; "
+        "its result (%s) is discarded",
+        job.id,
+        job.name,
+        outcome,
+    )

@@ -6,6 +6,11 @@ run is interrupted (crash, shutdown) it resumes on another started engine on the
 store (at once on a live worker, or at the next start): the workflow function runs again
 from the top, and every step checkpointed before returns its stored result at once,
 without running and without a hook.
+
+A run is held by one worker under one claim; its checkpoints and its end are stored
+only while that claim holds (fencing). A worker that lost a run (its lease ran out and
+another worker took the run over) stops running it at its next checkpoint, with one
+warning, and fires no further hook for it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,20 @@ class WorkflowInterrupted(BaseException):
     """
 
 
+class _TakenOver(BaseException):
+    """Raised inside a workflow whose run another worker took over (fenced off)."""
+
+
+def _taken_over(run: RunRecord, what: str) -> None:
+    logger.warning(
+        "workflow run %s (%r) was taken over by another worker after this worker's lease "
+        "expired; %s is discarded and the run goes on there",
+        run.id,
+        run.name,
+        what,
+    )
+
+
 class WorkflowContext:
     """What a workflow function gets as ``wf``.
 
@@ -51,9 +70,17 @@ class WorkflowContext:
     """
 
     def __init__(
-        self, engine: Engine, run: RunRecord, checkpoints: dict[str, str], resumed: bool
+        self,
+        engine: Engine,
+        run: RunRecord,
+        checkpoints: dict[str, str],
+        resumed: bool,
+        owner: str = "",
+        claim: int = 0,
     ) -> None:
         self.engine = engine
+        self._owner = owner  # the worker and the claim number this run is held under
+        self._claim = claim
         self.run_id = run.id
         self.name = run.name
         self.resumed = resumed
@@ -105,7 +132,11 @@ class WorkflowContext:
                 )
             raise
         elapsed = time.perf_counter() - started
-        await engine.store.save_step(self._run.id, name, text, elapsed)
+        if not await engine.store.save_step(
+            self._run.id, name, text, elapsed, self._owner, self._claim
+        ):
+            _taken_over(self._run, f"the result of step {name!r}")
+            raise _TakenOver(name)
         self._checkpoints[name] = text
         self._done.add(name)
         if registry.has_listeners("on_workflow_step_completed"):
@@ -124,9 +155,14 @@ async def execute(
     run: RunRecord,
     checkpoints: dict[str, str],
     resumed: bool,
+    owner: str,
+    claim: int,
 ) -> None:
-    """Run (or resume) one workflow run to its end, storing and announcing the end."""
-    wf = WorkflowContext(engine, run, checkpoints, resumed)
+    """Run (or resume) one workflow run to its end, storing and announcing the end.
+
+    ``owner`` and ``claim`` say under which claim this worker holds the run.
+    """
+    wf = WorkflowContext(engine, run, checkpoints, resumed, owner, claim)
     try:
         output = await fn(wf, json.loads(run.input))
         text = dumps(output, f"the output of workflow {run.name!r}")
@@ -138,14 +174,20 @@ async def execute(
             run.name,
         )
         return
+    except _TakenOver:
+        return  # said by the step
     except Exception as exc:
         run.state, run.error, run.completed_at = RunState.FAILED, error_text(exc), time.time()
-        await engine.store.finish_run(run)
+        if not await engine.store.finish_run(run, owner, claim):
+            _taken_over(run, "its failure")
+            return
         if engine._listening("on_workflow_failed"):
             await engine._emit("on_workflow_failed", run=run.snapshot(), error=exc)
     else:
         run.state, run.output, run.completed_at = RunState.COMPLETED, text, time.time()
-        await engine.store.finish_run(run)
+        if not await engine.store.finish_run(run, owner, claim):
+            _taken_over(run, "its output")
+            return
         if engine._listening("on_workflow_completed"):
             elapsed = dt.timedelta(seconds=max(0.0, run.completed_at - run.started_at))
             await engine._emit("on_workflow_completed", run=run.snapshot(), elapsed=elapsed)

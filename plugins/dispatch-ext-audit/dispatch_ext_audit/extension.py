@@ -119,10 +119,17 @@ def _line(action: _Action, id: object, name: object, reason: str, rest: str = ""
 
 def _job_line(action: _Action, job: Job, reason: str = "null", rest: str = "") -> str:
     """A job event's line: the common fields, ``queue``, ``retry_count``, then ``rest``."""
+    id, name, queue, retries = job.id, job.name, job.queue, job.retry_count
+    if type(id) is str and type(name) is str and type(queue) is str and type(retries) is int:
+        # as in every engine snapshot: the same fragments as _text and _number give
+        id_json, name_json, queue_json = _encode_str(id), _encode_str(name), _encode_str(queue)
+        retries_json = int.__repr__(retries)
+    else:
+        id_json, name_json, queue_json = _text(id), _text(name), _text(queue)
+        retries_json = _number(retries)
     return (
-        f'{{"timestamp":"{_now()}{action.head}{_text(job.id)},"name":{_text(job.name)}'
-        f'{action.middle}{reason},"queue":{_text(job.queue)},"retry_count":'
-        f"{_number(job.retry_count)}{rest}}}\n"
+        f'{{"timestamp":"{_now()}{action.head}{id_json},"name":{name_json}{action.middle}'
+        f'{reason},"queue":{queue_json},"retry_count":{retries_json}{rest}}}\n'
     )
 
 
